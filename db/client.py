@@ -1,0 +1,107 @@
+"""The InfluxDB v1 HTTP API (`/ping`, `/write`, `/query`), shared by the writer, bootstrap and reader.
+
+One code path for InfluxDB 1.x, 2.x (v1 compatibility) and 3.x Core; see DESIGN.md. Credentials
+travel as HTTP Basic auth (2.x/3.x: any user name and the token as password) and are never logged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from utils.errors import InfluxQueryError
+
+
+@dataclass(frozen=True)
+class InfluxTarget:
+    """Where and how to reach one database."""
+
+    url: str
+    db: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout: float = 10.0
+    gzip: bool = False
+
+    @property
+    def auth(self) -> tuple[str, str] | None:
+        if self.username is None and self.password is None:
+            return None
+        return (self.username or "hyperflux", self.password or "")
+
+    def async_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.url.rstrip("/"),
+            auth=self.auth,
+            timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 5.0)),
+            limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
+        )
+
+    def sync_client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url.rstrip("/"),
+            auth=self.auth,
+            timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 5.0)),
+        )
+
+    def write_params(self) -> dict[str, str]:
+        return {"db": self.db, "precision": "ns"}
+
+    def write_headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if self.gzip:
+            headers["Content-Encoding"] = "gzip"
+        return headers
+
+
+def query_request(
+    query: str,
+    db: str | None,
+    params: dict[str, Any] | None = None,
+    epoch: str = "ms",
+) -> dict[str, str]:
+    """Form fields for POST /query. User values go in `params` (bound as `$name`), never into `query`."""
+    form = {"q": query, "epoch": epoch}
+    if db:
+        form["db"] = db
+    if params:
+        form["params"] = json.dumps(params)
+    return form
+
+
+def parse_query_response(response: httpx.Response) -> list[dict[str, Any]]:
+    """The statements' results as rows: one dict per value row, with series tags merged in.
+
+    Each row also carries `_measurement`, the series name. Raises InfluxQueryError with the
+    server's own message when the query failed.
+    """
+    if response.status_code in (401, 403):
+        raise InfluxQueryError(
+            f"InfluxDB refused the query ({response.status_code}): "
+            "check HYPERFLUX_INFLUX_USERNAME and HYPERFLUX_INFLUX_PASSWORD"
+        )
+    try:
+        body = response.json()
+    except ValueError:
+        raise InfluxQueryError(
+            f"InfluxDB answered {response.status_code} with a body that is not JSON"
+        ) from None
+    if "error" in body:
+        raise InfluxQueryError(f"InfluxDB refused the query: {body['error']}")
+    rows: list[dict[str, Any]] = []
+    for result in body.get("results", []):
+        if "error" in result:
+            raise InfluxQueryError(f"InfluxDB refused the query: {result['error']}")
+        for series in result.get("series", []):
+            columns = series["columns"]
+            tags = series.get("tags", {})
+            name = series.get("name")
+            for values in series.get("values", []):
+                row = dict(zip(columns, values, strict=True))
+                row.update(tags)
+                row["_measurement"] = name
+                rows.append(row)
+    return rows

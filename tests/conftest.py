@@ -1,0 +1,75 @@
+"""Shared fixtures: a real influxd per test session, and a fresh database per test."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from db.local_server import LocalInfluxd, influxd_path
+
+_db_names = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInfluxd]:
+    """One real influxd for the whole session: temp dir, free 127.0.0.1 ports, stopped by PID."""
+    if influxd_path() is None:
+        pytest.fail("influxd is not installed: run `make test`, which installs the influxdb package")
+    server = LocalInfluxd(tmp_path_factory.mktemp("influxd"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., LocalInfluxd]]:
+    """Start extra influxd servers with special settings (auth, small body size); all are stopped."""
+    started: list[LocalInfluxd] = []
+
+    def start(**kwargs: object) -> LocalInfluxd:
+        server = LocalInfluxd(tmp_path_factory.mktemp("influxd-extra"), **kwargs)  # type: ignore[arg-type]
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def influxql(url: str, query: str, db: str | None = None, **params: object) -> list[dict]:
+    """Run one InfluxQL statement directly (test-side oracle, independent of db.reader)."""
+    data: dict[str, str] = {"q": query, "epoch": "ns"}
+    if db:
+        data["db"] = db
+    response = httpx.post(f"{url}/query", data=data, timeout=30)
+    response.raise_for_status()
+    result = response.json()["results"][0]
+    assert "error" not in result, result["error"]
+    rows: list[dict] = []
+    for series in result.get("series", []):
+        for values in series["values"]:
+            row = dict(zip(series["columns"], values, strict=True))
+            row.update(series.get("tags", {}))
+            rows.append(row)
+    return rows
+
+
+@pytest.fixture
+def influx_db(influxd: LocalInfluxd) -> Iterator[str]:
+    """A database of its own for one test, dropped afterwards."""
+    name = f"test_{next(_db_names)}"
+    influxql(influxd.url, f'CREATE DATABASE "{name}"')
+    yield name
+    influxql(influxd.url, f'DROP DATABASE "{name}"')
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "data"
+    path.mkdir()
+    return path

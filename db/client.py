@@ -1,4 +1,4 @@
-"""The InfluxDB v1 HTTP API (`/ping`, `/write`, `/query`), shared by the writer, bootstrap and reader.
+"""The InfluxDB v1 HTTP API (`/ping`, `/write`, `/query`): shared by writer, bootstrap and reader.
 
 One code path for InfluxDB 1.x, 2.x (v1 compatibility) and 3.x Core; see DESIGN.md. Credentials
 travel as HTTP Basic auth (2.x/3.x: any user name and the token as password) and are never logged.
@@ -63,7 +63,7 @@ def query_request(
     params: dict[str, Any] | None = None,
     epoch: str = "ms",
 ) -> dict[str, str]:
-    """Form fields for POST /query. User values go in `params` (bound as `$name`), never into `query`."""
+    """Form fields for POST /query; user values go in `params` (bound as `$name`)."""
     form = {"q": query, "epoch": epoch}
     if db:
         form["db"] = db

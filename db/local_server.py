@@ -8,6 +8,7 @@ queries off, so one instance never collides with another or with a server the us
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -42,10 +43,8 @@ def _die_with_parent() -> None:
     """Runs in the child before exec: new session (Ctrl-C in the terminal must not stop the
     server before the writer has flushed), and SIGTERM when the parent dies (no orphans)."""
     os.setsid()
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 class LocalInfluxd:
@@ -142,7 +141,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=log_file,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads exist at this point in tests and main
+                preexec_fn=_die_with_parent,
             )
         self._wait_ready(timeout)
         log.info("started influxd pid %s at %s (data in %s)", self.pid, self.url, self.root)

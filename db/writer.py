@@ -138,6 +138,14 @@ class InfluxWriter:
             self._queued_points -= len(batch)
         return batch
 
+    def status(self) -> str:
+        """One line for the periodic status log."""
+        counts = " ".join(f"{k}={v}" for k, v in self.stats.as_dict().items())
+        return (
+            f"points {counts}; pending={self.pending_points}; "
+            f"spool={self.spool.points} points/{self.spool.bytes} bytes"
+        )
+
     @property
     def pending_points(self) -> int:
         """Points accepted but not yet written or spooled (buffer + queued batches)."""

@@ -1,4 +1,4 @@
-"""The exceptions users may see: each carries a one-line message saying what is wrong and what to do.
+"""Exceptions users may see: each carries a one-line message saying what is wrong and what to do.
 
 `main.py` catches `HyperfluxError` once and prints its message without a traceback.
 """

@@ -1,0 +1,231 @@
+"""The `Settings` model: every setting of hyperflux, flat, typed and validated.
+
+A field's name is its flat name (YAML section + "_" + key) and its environment variable is
+"HYPERFLUX_" + the name upper-cased, e.g. `influx_batch_size` = `influx.batch_size` in YAML =
+HYPERFLUX_INFLUX_BATCH_SIZE. One exception: `coins` (`hl.coins`) is HYPERFLUX_COINS. Each field
+carries an `Expect` saying in words what is allowed; the loader puts it in error messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from config.values import (
+    HTTP_SCHEMES,
+    WS_SCHEMES,
+    check_url,
+    is_loopback_url,
+    parse_coins,
+    parse_retention,
+    parse_size,
+)
+from utils.logging import MASK
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a field allows, in words: the end of "... is not valid: expected <text>"."""
+
+    text: str
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _upper(value: Any) -> Any:
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+def _on_off(value: Any) -> Any:
+    """YAML reads `on`/`off`/`true` as booleans: map those back to "on"/"off"."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    value = _lower(value)
+    return {"true": "on", "false": "off"}.get(value, value) if isinstance(value, str) else value
+
+
+def _no_bool(value: Any) -> Any:
+    """Refuse YAML's yes/no/on/off where a number is expected (pydantic would read 1/0)."""
+    if isinstance(value, bool):
+        raise ValueError("YAML reads yes, no, on, off, true, false as booleans")
+    return value
+
+
+def _http_url(value: str) -> str:
+    return check_url(value, HTTP_SCHEMES)
+
+
+def _influx_url(value: str) -> str:
+    try:
+        return check_url(value, HTTP_SCHEMES)
+    except ValueError as exc:
+        if "user:password" in str(exc):
+            raise ValueError(f"{exc}: set influx.username and influx.password") from None
+        raise
+
+
+def _ws_url(value: str) -> str:
+    return check_url(value, WS_SCHEMES)
+
+
+def _name(value: str) -> str:
+    if not value or any(char.isspace() or char in "\"'\\" for char in value):
+        raise ValueError("it is empty or has spaces, quotes or backslashes")
+    return value
+
+
+def _directory(value: Any) -> Any:
+    if not isinstance(value, str | Path):
+        return value  # pydantic reports the wrong type
+    if not str(value).strip():
+        raise ValueError("it is empty")
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError("it exists and is not a directory")
+    return path
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url), Expect("an http:// or https:// URL")]
+PositiveSeconds = Annotated[
+    float,
+    Field(gt=0, allow_inf_nan=False),
+    BeforeValidator(_no_bool),
+    Expect("a number of seconds greater than 0"),
+]
+
+_INFLUX_URL = (
+    "an http:// or https:// URL such as http://localhost:8086, or nothing for the embedded server"
+)
+_COINS = (
+    "a comma-separated list of coin names such as BTC,ETH (letters, digits and @ : / . _ -),"
+    " or nothing for all listed perps"
+)
+
+
+class Settings(BaseSettings):
+    """Validated settings; build them with `config.load_settings()`, which layers the sources.
+
+    Constructing `Settings(...)` directly validates its arguments only (no environment, no file),
+    which is what tests want. Paths are relative to the working directory.
+    """
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+
+    SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"influx_password"})
+    """Fields whose values are never shown (repr, `redacted()`, error messages)."""
+
+    influx_url: Annotated[
+        Annotated[str, AfterValidator(_influx_url)] | None, Expect(_INFLUX_URL)
+    ] = None
+    influx_db: Annotated[
+        str, AfterValidator(_name), Expect("a database name without spaces or quotes")
+    ] = "hyperliquid"
+    influx_username: Annotated[str | None, Expect("a string (quote it in YAML)")] = None
+    influx_password: Annotated[SecretStr | None, Expect("a string (quote it in YAML)")] = None
+    influx_timeout: PositiveSeconds = 10.0
+    influx_gzip: Annotated[
+        Literal["auto", "on", "off"], BeforeValidator(_on_off), Expect("one of auto, on, off")
+    ] = "auto"
+    influx_batch_size: Annotated[
+        int, Field(gt=0), BeforeValidator(_no_bool), Expect("an integer greater than 0")
+    ] = 5000
+    influx_flush_interval: PositiveSeconds = 1.0
+    influx_retention: Annotated[
+        str,
+        BeforeValidator(parse_retention),
+        Expect("INF or an InfluxQL duration of at least 1h such as 90d, 12w or 720h"),
+    ] = "INF"
+    influx_spool_max_bytes: Annotated[
+        int,
+        BeforeValidator(parse_size),
+        Expect("a size in bytes greater than 0, such as 1073741824 or 1GiB"),
+    ] = 1024**3
+    influx_spool_full_policy: Annotated[
+        Literal["drop_oldest", "drop_newest"],
+        BeforeValidator(_lower),
+        Expect("one of drop_oldest, drop_newest"),
+    ] = "drop_oldest"
+
+    hl_api_url: HttpUrl = "https://api.hyperliquid.xyz"
+    hl_ws_url: Annotated[str, AfterValidator(_ws_url), Expect("a ws:// or wss:// URL")] = (
+        "wss://api.hyperliquid.xyz/ws"
+    )
+    coins: Annotated[list[str], BeforeValidator(parse_coins), Expect(_COINS)] = []
+
+    log_level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR"],
+        BeforeValidator(_upper),
+        Expect("one of DEBUG, INFO, WARNING, ERROR"),
+    ] = "INFO"
+    log_format: Annotated[
+        Literal["auto", "color", "plain", "json"],
+        BeforeValidator(_lower),
+        Expect("one of auto, color, plain, json"),
+    ] = "auto"
+
+    data_dir: Annotated[Path, BeforeValidator(_directory), Expect("a directory path")] = Path(
+        "data"
+    )
+    metrics_port: Annotated[
+        int, Field(ge=0, le=65535), BeforeValidator(_no_bool), Expect("an integer from 0 to 65535")
+    ] = 9108
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments only: `load_settings` layers files and environment itself, so that it knows
+        where each value came from when it has to name a bad one."""
+        return (init_settings,)
+
+    @property
+    def spool_dir(self) -> Path:
+        """Batches InfluxDB could not take yet, replayed oldest-first."""
+        return self.data_dir / "spool"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """Input records that failed validation, with the reason."""
+        return self.data_dir / "quarantine"
+
+    @property
+    def dead_letter_dir(self) -> Path:
+        """Lines InfluxDB rejected for good (the bad part of a 400 partial write)."""
+        return self.data_dir / "dead_letter"
+
+    def influx_gzip_enabled(self, url: str | None = None) -> bool:
+        """Whether to gzip writes to `url` (default: `influx_url`; None = the embedded server).
+
+        "auto" compresses only for remote servers: over loopback gzip costs more than it saves.
+        """
+        if self.influx_gzip != "auto":
+            return self.influx_gzip == "on"
+        url = url or self.influx_url
+        return url is not None and not is_loopback_url(url)
+
+    def redacted(self) -> dict[str, Any]:
+        """Every setting by flat name, JSON-ready, with secrets shown as `***`."""
+        data = self.model_dump(mode="json")
+        for name in self.SECRET_FIELDS:
+            if data[name] is not None:
+                data[name] = MASK
+        return data
+
+    @classmethod
+    def expected(cls, field: str) -> str:
+        """What `field` allows, in words."""
+        for item in cls.model_fields[field].metadata:
+            if isinstance(item, Expect):
+                return item.text
+        raise LookupError(f"Settings.{field} has no Expect")

@@ -1,0 +1,130 @@
+"""Parsers for the kinds of values settings hold: URLs, coin lists, byte sizes, retention periods.
+
+Each parser takes what a YAML file or an environment variable may hold and returns the clean
+value, or raises ValueError whose text says what exactly is wrong (the caller adds which key and
+what is allowed).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from urllib.parse import urlsplit
+
+HTTP_SCHEMES = ("http", "https")
+WS_SCHEMES = ("ws", "wss")
+
+_COIN = re.compile(r"[A-Za-z0-9@:/._-]{1,32}")
+_SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[A-Za-z]*)")
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+_DURATION_PART = re.compile(r"(\d+)(ns|u|µ|ms|s|m|h|d|w)")
+_DURATION_NS = {
+    "ns": 1,
+    "u": 1_000,
+    "µ": 1_000,
+    "ms": 1_000_000,
+    "s": 10**9,
+    "m": 60 * 10**9,
+    "h": 3600 * 10**9,
+    "d": 86400 * 10**9,
+    "w": 7 * 86400 * 10**9,
+}
+_HOUR_NS = 3600 * 10**9
+
+
+def check_url(value: str, schemes: tuple[str, ...]) -> str:
+    """`value` without a trailing slash, if it is a `scheme://host[:port][/path]` URL."""
+    url = value.strip().rstrip("/")
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a port that is not a number from 0 to 65535
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+    if parts.scheme.lower() not in schemes:
+        raise ValueError(f"the scheme must be {' or '.join(schemes)}")
+    if not parts.hostname:
+        raise ValueError("the URL has no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("user:password in the URL is not allowed")
+    if parts.query or parts.fragment:
+        raise ValueError("the URL must not have a ?query or #fragment")
+    return url
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when the URL's host is this machine (localhost, 127.0.0.0/8, ::1)."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_coins(value: object) -> list[str]:
+    """A list of distinct coin names, in the order given, from "BTC, ETH" or a YAML list."""
+    if isinstance(value, str):
+        items: list[object] = value.split(",") if value.strip() else []
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise ValueError(f"got a {type(value).__name__}")
+    coins: list[str] = []
+    for position, item in enumerate(items, start=1):
+        if not isinstance(item, str):
+            raise ValueError(f"item {position} ({item!r}) is not a string: quote it in YAML")
+        coin = item.strip()
+        if not coin:
+            raise ValueError(f"item {position} is empty")
+        if not _COIN.fullmatch(coin):
+            raise ValueError(f"item {position} ({coin!r}) has characters that are not allowed")
+        if coin not in coins:
+            coins.append(coin)
+    return coins
+
+
+def parse_size(value: object) -> int:
+    """A number of bytes from an integer or a string like "1073741824", "512MiB", "1.5 GB"."""
+    if isinstance(value, bool):
+        raise ValueError("got a boolean")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, float) and value.is_integer():
+        size = int(value)
+    elif isinstance(value, str) and (match := _SIZE.fullmatch(value.strip())):
+        unit = match["unit"].lower()
+        if unit not in _SIZE_UNITS:
+            raise ValueError(f"unknown unit {match['unit']!r}")
+        size = int(float(match["number"]) * _SIZE_UNITS[unit])
+    else:
+        raise ValueError("not a number of bytes")
+    if size <= 0:
+        raise ValueError("the size must be greater than 0")
+    return size
+
+
+def parse_retention(value: object) -> str:
+    """ "INF" (keep forever), or an InfluxQL duration of at least 1h such as "90d" or "1w3d"."""
+    if not isinstance(value, str):
+        raise ValueError(f"got a {type(value).__name__}")
+    text = value.strip()
+    if text.upper() == "INF":
+        return "INF"
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        raise ValueError("not an InfluxQL duration (units: ns, u, ms, s, m, h, d, w)")
+    if sum(int(number) * _DURATION_NS[unit] for number, unit in parts) < _HOUR_NS:
+        raise ValueError("InfluxDB refuses a retention shorter than 1h: use INF to keep forever")
+    return text

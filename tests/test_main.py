@@ -1,0 +1,79 @@
+"""The command line: expected failures are one line on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HYPERFLUX_")}
+    return subprocess.run(
+        [sys.executable, "main.py", *args],
+        cwd=REPO,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"HYPERFLUX_METRICS_PORT": "abc"}, "HYPERFLUX_METRICS_PORT='abc' is not valid"),
+        ({"HYPERFLUX_LOG_LEVEL": "LOUD"}, "HYPERFLUX_LOG_LEVEL='LOUD' is not valid"),
+        ({"HYPERFLUX_INFLUX_URL": "ftp://x"}, "HYPERFLUX_INFLUX_URL='ftp://x' is not valid"),
+        ({"HYPERFLUX_CONFIG": "/nonexistent.yaml"}, "/nonexistent.yaml"),
+    ],
+)
+def test_bad_config_is_one_line_naming_key_and_value(env, expected, tmp_path):
+    result = main("check", HYPERFLUX_DATA_DIR=str(tmp_path), **env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_check_fails_with_a_clear_line_when_influxdb_is_down(tmp_path):
+    result = main(
+        "check",
+        HYPERFLUX_DATA_DIR=str(tmp_path),
+        HYPERFLUX_INFLUX_URL="http://127.0.0.1:1",
+        HYPERFLUX_INFLUX_PASSWORD="do-not-print-me",
+    )
+    assert result.returncode == 1
+    assert "FAIL influxdb   InfluxDB at http://127.0.0.1:1 is not reachable" in result.stdout
+    assert "do-not-print-me" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_passes_against_a_running_server(influxd, tmp_path):
+    result = main("check", HYPERFLUX_DATA_DIR=str(tmp_path), HYPERFLUX_INFLUX_URL=influxd.url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok   influxdb   InfluxDB 1.6.7" in result.stdout
+    assert "ok   database   'hyperliquid' ready" in result.stdout
+
+
+def test_spool_command_reports_waiting_points(tmp_path):
+    from db.spool import Spool
+
+    Spool(tmp_path / "spool").append(b"m v=1i 1\nm v=2i 2", points=2)
+    result = main("spool", HYPERFLUX_DATA_DIR=str(tmp_path))
+    assert result.returncode == 0
+    assert "2 points in 1 segments" in result.stdout
+
+
+def test_help_lists_the_commands():
+    result = main("--help")
+    assert result.returncode == 0
+    for command in ("run", "check", "spool"):
+        assert command in result.stdout

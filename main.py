@@ -91,7 +91,8 @@ async def check(settings: Settings) -> int:
             info = await detect_server(client)
             report(True, "influxdb", f"{info} at {url}")
             await ensure_database(client, target, info, settings.influx_retention)
-            report(True, "database", f"{target.db!r} ready (retention {settings.influx_retention})")
+            retention = settings.influx_retention or "as the server has it"
+            report(True, "database", f"{target.db!r} ready (retention {retention})")
     except HyperfluxError as exc:
         report(False, "influxdb", str(exc))
     spool = open_spool(settings)

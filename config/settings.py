@@ -137,10 +137,10 @@ class Settings(BaseSettings):
     ] = 5000
     influx_flush_interval: PositiveSeconds = 1.0
     influx_retention: Annotated[
-        str,
+        str | None,
         BeforeValidator(parse_retention),
-        Expect("INF or an InfluxQL duration of at least 1h such as 90d, 12w or 720h"),
-    ] = "INF"
+        Expect("empty, INF or an InfluxQL duration of at least 1h such as 90d, 12w or 720h"),
+    ] = None
     influx_spool_max_bytes: Annotated[
         int,
         BeforeValidator(parse_size),

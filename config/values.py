@@ -115,8 +115,10 @@ def parse_size(value: object) -> int:
     return size
 
 
-def parse_retention(value: object) -> str:
-    """ "INF" (keep forever), or an InfluxQL duration of at least 1h such as "90d" or "1w3d"."""
+def parse_retention(value: object) -> str | None:
+    """None (leave as is), "INF" (keep forever), or an InfluxQL duration >= 1h such as "90d"."""
+    if value is None or value == "":
+        return None
     if not isinstance(value, str):
         raise ValueError(f"got a {type(value).__name__}")
     text = value.strip()

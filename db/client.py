@@ -7,12 +7,13 @@ travel as HTTP Basic auth (2.x/3.x: any user name and the token as password) and
 from __future__ import annotations
 
 import json
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from utils.errors import InfluxQueryError
+from utils.errors import InfluxQueryError, InfluxUnavailableError
 
 
 @dataclass(frozen=True)
@@ -105,3 +106,30 @@ def parse_query_response(response: httpx.Response) -> list[dict[str, Any]]:
                 row["_measurement"] = name
                 rows.append(row)
     return rows
+
+
+def public_url(url: str | httpx.URL) -> str:
+    """The URL without user:password@ (safe to log or show)."""
+    parsed = httpx.URL(str(url))
+    return str(parsed.copy_with(username=None, password=None)).rstrip("/")
+
+
+def unreachable_error(url: str | httpx.URL, exc: httpx.TransportError) -> InfluxUnavailableError:
+    """One line for a connection that failed, without credentials."""
+    causes: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(causes) < 10:  # the OS error sits a few links down
+        causes.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, httpx.TimeoutException):
+        reason = "timed out"
+    elif any(isinstance(c, ConnectionRefusedError) for c in causes):
+        reason = "connection refused"
+    elif any(isinstance(c, socket.gaierror) for c in causes):
+        reason = "host name not found"
+    else:
+        reason = str(exc) or type(exc).__name__
+    return InfluxUnavailableError(
+        f"InfluxDB at {public_url(url)} is not reachable ({reason}): "
+        "start it, or set HYPERFLUX_INFLUX_URL"
+    )

@@ -144,7 +144,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
                 preexec_fn=_die_with_parent,
             )
         self._wait_ready(timeout)
-        log.info("started influxd pid %s at %s (data in %s)", self.pid, self.url, self.root)
+        log.info("started influxd pid %s at %s (files in %s)", self.pid, self.url, self.root)
 
     def _wait_ready(self, timeout: float) -> None:
         assert self.process is not None

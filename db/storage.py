@@ -13,11 +13,11 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from config import Settings
+from config import Settings, load_settings
 from db.bootstrap import ServerInfo, detect_server, ensure_database
 from db.client import InfluxTarget
 from db.dead_letter import DeadLetters
-from db.embedded import resolve_influx
+from db.embedded import DEFAULT_URL, resolve_influx
 from db.local_server import LocalInfluxd
 from db.spool import Spool
 from db.writer import InfluxWriter
@@ -43,6 +43,12 @@ def target_from_settings(settings: Settings, url: str) -> InfluxTarget:
         timeout=settings.influx_timeout,
         gzip=settings.influx_gzip_enabled(url),
     )
+
+
+def default_target(settings: Settings | None = None) -> InfluxTarget:
+    """The configured InfluxDB, else the local default URL: what notebooks read from."""
+    settings = settings or load_settings()
+    return target_from_settings(settings, settings.influx_url or DEFAULT_URL)
 
 
 def open_spool(settings: Settings) -> Spool:

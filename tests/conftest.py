@@ -18,7 +18,9 @@ _db_names = itertools.count(1)
 def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInfluxd]:
     """One real influxd for the whole session: temp dir, free 127.0.0.1 ports, stopped by PID."""
     if influxd_path() is None:
-        pytest.fail("influxd is not installed: run `make test`, which installs the influxdb package")
+        pytest.fail(
+            "influxd is not installed: run `make test`, which installs the influxdb package"
+        )
     server = LocalInfluxd(tmp_path_factory.mktemp("influxd"))
     server.start()
     yield server
@@ -27,7 +29,7 @@ def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInfluxd]:
 
 @pytest.fixture
 def make_influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., LocalInfluxd]]:
-    """Start extra influxd servers with special settings (auth, small body size); all are stopped."""
+    """Start extra influxd servers with special settings (auth, small body); all get stopped."""
     started: list[LocalInfluxd] = []
 
     def start(**kwargs: object) -> LocalInfluxd:

@@ -43,7 +43,7 @@ def test_defaults() -> None:
     assert settings.influx_gzip == "auto"
     assert settings.influx_batch_size == 5000
     assert settings.influx_flush_interval == 1.0
-    assert settings.influx_retention == "INF"
+    assert settings.influx_retention is None
     assert settings.influx_spool_max_bytes == 1073741824
     assert settings.influx_spool_full_policy == "drop_oldest"
     assert settings.hl_api_url == "https://api.hyperliquid.xyz"
@@ -277,7 +277,7 @@ COINS = (
     "expected a comma-separated list of coin names such as BTC,ETH (letters, digits and"
     " @ : / . _ -), or nothing for all listed perps"
 )
-RETENTION = "expected INF or an InfluxQL duration of at least 1h such as 90d, 12w or 720h"
+RETENTION = "expected empty, INF or an InfluxQL duration of at least 1h such as 90d, 12w or 720h"
 SIZE = "expected a size in bytes greater than 0, such as 1073741824 or 1GiB"
 
 

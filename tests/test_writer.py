@@ -119,9 +119,7 @@ async def test_413_splits_the_batch_until_it_fits(make_influxd, data_dir):
     await writer.close()
 
 
-async def test_401_holds_points_in_the_spool_until_credentials_work(
-    make_influxd, data_dir, caplog
-):
+async def test_401_holds_points_in_the_spool_until_credentials_work(make_influxd, data_dir, caplog):
     server = make_influxd(auth_enabled=True)
     admin = ("admin", "admin-secret")
     httpx.post(

@@ -1,0 +1,314 @@
+"""Named InfluxQL queries for notebooks, dashboards and engines, and the read-only statement check.
+
+Adding a query is one `register(NamedQuery(...))` declaration below. Every user-supplied value
+reaches InfluxDB as a bound parameter (`$name` in the statement, the value in the request's
+`params` JSON), never as text in the statement. Time windows are turned into an absolute lower
+bound (`time >= $start`, RFC3339 with nanoseconds, computed on this machine's UTC clock): InfluxDB
+1.x only binds a duration when it is sent as a typed object, which 3.x does not understand, while an
+RFC3339 string works everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from utils.errors import InfluxQueryError
+
+READ_STATEMENTS = ("SELECT", "SHOW")
+
+_FIRST_WORD = re.compile(r"(SELECT|SHOW)(?![A-Za-z0-9_])", re.IGNORECASE)
+# InfluxQL identifiers are ASCII letters, digits and `_`, so these boundaries find every INTO
+# keyword the server could see (and, conservatively, also one inside a string or quoted name).
+_INTO = re.compile(r"(?<![A-Za-z0-9_])INTO(?![A-Za-z0-9_])", re.IGNORECASE)
+_BIND_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PLACEHOLDER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+_RESERVED_PARAM_NAMES = frozenset({"name", "target"})  # taken by read_from_influx itself
+
+
+def check_read_only(influxql: str) -> str:
+    """The statement ready to send, or InfluxQueryError if it is not one SELECT or SHOW.
+
+    Deliberately strict, because the text sent is the text checked: one statement (a `;` is
+    allowed only at the very end), starting with SELECT or SHOW (no leading comment), and no
+    `INTO` anywhere (SELECT ... INTO writes). A literal that needs `;` or `into` can be bound
+    as a `$param` instead.
+    """
+    statement = influxql.strip()
+    if statement.endswith(";"):
+        statement = statement[:-1].rstrip()
+    if not statement:
+        raise InfluxQueryError("empty query: give one SELECT or SHOW statement")
+    if ";" in statement:
+        raise InfluxQueryError(
+            "one statement per query: `;` is allowed only at the end "
+            "(pass a value containing `;` as a bound $param)"
+        )
+    if not _FIRST_WORD.match(statement):
+        first = statement.split(maxsplit=1)[0][:40]
+        raise InfluxQueryError(
+            f"only read statements are allowed (SELECT, SHOW), not {first!r}: "
+            "the query must start with SELECT or SHOW"
+        )
+    if _INTO.search(statement):
+        raise InfluxQueryError(
+            "SELECT ... INTO writes data and is not allowed here "
+            "(pass a value containing 'into' as a bound $param)"
+        )
+    return statement
+
+
+def check_bound_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Bound values as sent: names like `asset`, values str, int, float (finite) or bool only.
+
+    Objects are refused on purpose: InfluxDB 1.x reads `{"identifier": "coin"}` as a column
+    name and `{"regex": ...}` as a regex, which would let a value change the query.
+    """
+    checked: dict[str, Any] = {}
+    for key, value in (params or {}).items():
+        if not isinstance(key, str) or not _BIND_NAME.fullmatch(key):
+            raise InfluxQueryError(f"bad parameter name {key!r}: use letters, digits and _")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InfluxQueryError(f"parameter {key!r} must be a finite number, got {value!r}")
+        if not isinstance(value, str | int | float):  # bool is an int
+            raise InfluxQueryError(
+                f"parameter {key!r} must be a str, int, float or bool, got {type(value).__name__}"
+            )
+        checked[key] = value
+    return checked
+
+
+def rfc3339_ns(epoch_ns: int) -> str:
+    """`2024-05-01T12:00:00.123456789Z` for an epoch in nanoseconds (UTC)."""
+    seconds, nanos = divmod(epoch_ns, 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{nanos:09d}Z"
+
+
+def hours_ago(hours: float) -> str:
+    """The RFC3339 instant `hours` before now (this machine's clock, UTC), for `time >= $start`."""
+    return rfc3339_ns(time.time_ns() - round(hours * 3_600_000_000_000))
+
+
+_REQUIRED: Any = object()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a named query.
+
+    `bind_as` names the `$placeholder` it fills (default: its own name); `convert` turns the
+    validated value into the bound value (e.g. hours -> RFC3339 start).
+    """
+
+    name: str
+    type: type[str] | type[float] | type[int] | type[bool]
+    default: Any = _REQUIRED
+    description: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    max_length: int = 100
+    bind_as: str | None = None
+    convert: Callable[[Any], Any] | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+    @property
+    def placeholder(self) -> str:
+        return self.bind_as or self.name
+
+    def describe(self) -> str:
+        text = f"{self.name}: {self.type.__name__}"
+        if self.choices:
+            text += f" in {{{', '.join(self.choices)}}}"
+        return text + (" (required)" if self.required else f" = {self.default!r}")
+
+    def validate(self, value: Any) -> Any:
+        """The value, checked and coerced (int -> float); a one-line reason otherwise."""
+        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, self.type) or (self.type is not bool and isinstance(value, bool)):
+            raise ValueError(
+                f"must be a {self.type.__name__}, got {type(value).__name__} {value!r}"
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value!r}")
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"must be >= {self.minimum}, got {value!r}")
+        if self.maximum is not None and value > self.maximum:
+            raise ValueError(f"must be <= {self.maximum}, got {value!r}")
+        if isinstance(value, str):
+            if not value or len(value) > self.max_length:
+                raise ValueError(f"must be 1 to {self.max_length} characters, got {len(value)}")
+            if self.choices and value not in self.choices:
+                raise ValueError(f"must be one of {', '.join(self.choices)}, got {value!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class NamedQuery:
+    """A read query with a name, typed parameters and the columns it returns besides `time`."""
+
+    name: str
+    influxql: str
+    params: tuple[Param, ...]
+    description: str
+    example: str
+    columns: tuple[str, ...] = ()
+    _by_name: dict[str, Param] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {p.name: p for p in self.params})
+        check_read_only(self.influxql)
+        if len(self._by_name) != len(self.params):
+            raise ValueError(f"query {self.name!r}: duplicate parameter names")
+        if reserved := _RESERVED_PARAM_NAMES & set(self._by_name):
+            raise ValueError(f"query {self.name!r}: reserved parameter names {sorted(reserved)}")
+        placeholders = set(_PLACEHOLDER.findall(self.influxql))
+        bound = {p.placeholder for p in self.params}
+        if placeholders != bound:
+            raise ValueError(
+                f"query {self.name!r}: $placeholders {sorted(placeholders)} "
+                f"do not match the parameters' bindings {sorted(bound)}"
+            )
+
+    def signature(self) -> str:
+        return f"{self.name}({', '.join(p.describe() for p in self.params)})"
+
+    def bind(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Validated bound parameters for `given` keyword arguments; InfluxQueryError otherwise."""
+        allowed = f"allowed: {self.signature()}"
+        if unknown := sorted(set(given) - set(self._by_name)):
+            raise InfluxQueryError(
+                f"query {self.name!r}: unknown parameter {', '.join(unknown)}; {allowed}"
+            )
+        bound: dict[str, Any] = {}
+        for param in self.params:
+            if param.name in given:
+                try:
+                    value = param.validate(given[param.name])
+                except ValueError as exc:
+                    raise InfluxQueryError(
+                        f"query {self.name!r}: parameter {param.name!r} {exc}; {allowed}"
+                    ) from None
+            elif param.required:
+                raise InfluxQueryError(
+                    f"query {self.name!r}: missing required parameter {param.name!r}; {allowed}"
+                )
+            else:
+                value = param.default
+            bound[param.placeholder] = param.convert(value) if param.convert else value
+        return bound
+
+
+QUERIES: dict[str, NamedQuery] = {}
+
+
+def register(query: NamedQuery) -> NamedQuery:
+    if query.name in QUERIES:
+        raise ValueError(f"a query named {query.name!r} is already registered")
+    QUERIES[query.name] = query
+    return query
+
+
+def get_query(name: str) -> NamedQuery:
+    try:
+        return QUERIES[name]
+    except KeyError:
+        raise InfluxQueryError(
+            f"unknown query {name!r}; available: {', '.join(sorted(QUERIES))}"
+        ) from None
+
+
+def asset(description: str = "Hyperliquid coin, e.g. BTC, kPEPE, @107") -> Param:
+    return Param("asset", str, description=description)
+
+
+def lookback(default: float = 24.0) -> Param:
+    """`hours` back from now, bound as `$start`; up to ten years."""
+    return Param(
+        "hours",
+        float,
+        default=default,
+        description="window length in hours, ending now",
+        minimum=1e-6,
+        maximum=87_600.0,
+        bind_as="start",
+        convert=hours_ago,
+    )
+
+
+register(
+    NamedQuery(
+        name="trades",
+        influxql=(
+            'SELECT "coin", "side", "px", "sz", "notional", "tid", "buyer", "seller" '
+            'FROM "trades" WHERE "coin" = $asset AND time >= $start'
+        ),
+        params=(asset(), lookback()),
+        description="Every trade of one coin in the window; side is the taker side (buy/sell).",
+        example='read_from_influx("trades", asset="BTC", hours=6)',
+        columns=("coin", "side", "px", "sz", "notional", "tid", "buyer", "seller"),
+    )
+)
+
+register(
+    NamedQuery(
+        name="liquidations",
+        influxql=(
+            'SELECT "coin", "side", "method", "px", "sz", "notional", "tid", "user" '
+            'FROM "liquidations" WHERE "coin" = $asset AND time >= $start'
+        ),
+        params=(asset(), lookback()),
+        description="Liquidations of one coin; side is the liquidated position (long/short).",
+        example='read_from_influx("liquidations", asset="ETH", hours=24)',
+        columns=("coin", "side", "method", "px", "sz", "notional", "tid", "user"),
+    )
+)
+
+register(
+    NamedQuery(
+        name="asset_ctx",
+        influxql=(
+            'SELECT "coin", "funding", "open_interest", "open_interest_usd", "mark_px", '
+            '"oracle_px", "mid_px", "premium", "day_ntl_vlm" '
+            'FROM "asset_ctx" WHERE "coin" = $asset AND time >= $start'
+        ),
+        params=(asset(), lookback()),
+        description="Asset context snapshots of one coin: funding, open interest, prices.",
+        example='read_from_influx("asset_ctx", asset="SOL", hours=72)',
+        columns=(
+            "coin",
+            "funding",
+            "open_interest",
+            "open_interest_usd",
+            "mark_px",
+            "oracle_px",
+            "mid_px",
+            "premium",
+            "day_ntl_vlm",
+        ),
+    )
+)
+
+register(
+    NamedQuery(
+        name="order_flow",
+        influxql=(
+            'SELECT "coin", "buy_notional", "sell_notional", "buy_count", "sell_count", "delta" '
+            'FROM "order_flow" WHERE "coin" = $asset AND time >= $start'
+        ),
+        params=(asset(), lookback()),
+        description="1-minute order-flow bars of one coin, stamped at bar start (USD notional).",
+        example='read_from_influx("order_flow", asset="BTC", hours=24)',
+        columns=("coin", "buy_notional", "sell_notional", "buy_count", "sell_count", "delta"),
+    )
+)

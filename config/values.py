@@ -29,10 +29,12 @@ _SIZE_UNITS = {
     "tib": 1024**4,
 }
 _DURATION_PART = re.compile(r"(\d+)(ns|u|µ|ms|s|m|h|d|w)")
-_DURATION_NS = {
+DURATION_NS = {
     "ns": 1,
     "u": 1_000,
     "µ": 1_000,
+    "us": 1_000,
+    "µs": 1_000,
     "ms": 1_000_000,
     "s": 10**9,
     "m": 60 * 10**9,
@@ -115,6 +117,11 @@ def parse_size(value: object) -> int:
     return size
 
 
+def duration_ns(text: str) -> int:
+    """Nanoseconds of an InfluxQL duration such as "90d" or "1h30m" (already validated)."""
+    return sum(int(number) * DURATION_NS[unit] for number, unit in _DURATION_PART.findall(text))
+
+
 def parse_retention(value: object) -> str | None:
     """None (leave as is), "INF" (keep forever), or an InfluxQL duration >= 1h such as "90d"."""
     if value is None or value == "":
@@ -127,6 +134,6 @@ def parse_retention(value: object) -> str | None:
     parts = _DURATION_PART.findall(text)
     if not parts or "".join(number + unit for number, unit in parts) != text:
         raise ValueError("not an InfluxQL duration (units: ns, u, ms, s, m, h, d, w)")
-    if sum(int(number) * _DURATION_NS[unit] for number, unit in parts) < _HOUR_NS:
+    if duration_ns(text) < _HOUR_NS:
         raise ValueError("InfluxDB refuses a retention shorter than 1h: use INF to keep forever")
     return text

@@ -36,6 +36,8 @@ from typing import Any
 
 import httpx
 
+from config.values import DURATION_NS, duration_ns
+from config.values import parse_retention as check_retention
 from db.client import (
     InfluxTarget,
     parse_query_response,
@@ -53,25 +55,9 @@ CREDENTIALS_HINT = (
 )
 
 _DB_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
-_RETENTION = re.compile(r"(?:\d+(?:ns|u|µ|ms|s|m|h|d|w))+")
-_RETENTION_PART = re.compile(r"(\d+)(ns|u|µ|ms|s|m|h|d|w)")
 _GO_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _VERSION_MAJOR = re.compile(r"v?(\d+)")
-_UNIT_NS = {
-    "ns": 1,
-    "u": 1_000,
-    "µ": 1_000,
-    "us": 1_000,
-    "µs": 1_000,
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "m": 60_000_000_000,
-    "h": 3_600_000_000_000,
-    "d": 86_400_000_000_000,
-    "w": 604_800_000_000_000,
-}
-HOUR_NS = _UNIT_NS["h"]
-DAY_NS = _UNIT_NS["d"]
+DAY_NS = DURATION_NS["d"]
 
 
 @dataclass(frozen=True)
@@ -143,24 +129,20 @@ def check_db_name(name: str) -> str:
 
 
 def parse_retention(retention: str) -> int | None:
-    """Retention in nanoseconds, None for INF (keep forever); at least 1h, like InfluxDB."""
-    text = retention.strip()
-    if text.upper() == "INF":
-        return None
-    if not _RETENTION.fullmatch(text):
+    """Retention in nanoseconds; None for INF (keep forever) or empty (leave as is)."""
+    try:
+        text = check_retention(retention)
+    except ValueError as exc:
         raise ConfigError(
-            f"retention {retention!r} is not allowed: use INF or a duration such as 30d, 12w, "
-            "720h or 1h30m (HYPERFLUX_INFLUX_RETENTION)"
-        )
-    total = sum(int(n) * _UNIT_NS[unit] for n, unit in _RETENTION_PART.findall(text))
-    if total < HOUR_NS:
-        raise ConfigError(f"retention {retention!r} is too short: InfluxDB keeps data at least 1h")
-    return total
+            f"HYPERFLUX_INFLUX_RETENTION={retention!r} is not valid: expected INF or a duration "
+            f"of at least 1h such as 30d, 12w or 720h ({exc})"
+        ) from None
+    return None if text in (None, "INF") else duration_ns(text)
 
 
 def parse_go_duration(text: str) -> int:
     """Nanoseconds of a duration as InfluxDB prints it ("720h0m0s", "1h30m0s", "0s")."""
-    return round(sum(float(n) * _UNIT_NS[unit] for n, unit in _GO_DURATION_PART.findall(text)))
+    return round(sum(float(n) * DURATION_NS[unit] for n, unit in _GO_DURATION_PART.findall(text)))
 
 
 def quote_ident(name: str) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from db.schema import ASSET_CTX, LIQUIDATIONS, ORDER_FLOW, TRADES, Measurement
 from utils.errors import InfluxQueryError
 
 READ_STATEMENTS = ("SELECT", "SHOW")
@@ -246,69 +247,19 @@ def lookback(default: float = 24.0) -> Param:
     )
 
 
-register(
-    NamedQuery(
-        name="trades",
-        influxql=(
-            'SELECT "coin", "side", "px", "sz", "notional", "tid", "buyer", "seller" '
-            'FROM "trades" WHERE "coin" = $asset AND time >= $start'
-        ),
+def coin_window(measurement: Measurement, example: str) -> NamedQuery:
+    """Every tag and field of one coin's points over the last `hours`."""
+    return NamedQuery(
+        name=measurement.name,
+        influxql=f'{measurement.select()} WHERE "coin" = $asset AND time >= $start',
         params=(asset(), lookback()),
-        description="Every trade of one coin in the window; side is the taker side (buy/sell).",
-        example='read_from_influx("trades", asset="BTC", hours=6)',
-        columns=("coin", "side", "px", "sz", "notional", "tid", "buyer", "seller"),
+        description=f"{measurement.description[0].upper()}{measurement.description[1:]}.",
+        example=example,
+        columns=measurement.columns,
     )
-)
 
-register(
-    NamedQuery(
-        name="liquidations",
-        influxql=(
-            'SELECT "coin", "side", "method", "px", "sz", "notional", "tid", "user" '
-            'FROM "liquidations" WHERE "coin" = $asset AND time >= $start'
-        ),
-        params=(asset(), lookback()),
-        description="Liquidations of one coin; side is the liquidated position (long/short).",
-        example='read_from_influx("liquidations", asset="ETH", hours=24)',
-        columns=("coin", "side", "method", "px", "sz", "notional", "tid", "user"),
-    )
-)
 
-register(
-    NamedQuery(
-        name="asset_ctx",
-        influxql=(
-            'SELECT "coin", "funding", "open_interest", "open_interest_usd", "mark_px", '
-            '"oracle_px", "mid_px", "premium", "day_ntl_vlm" '
-            'FROM "asset_ctx" WHERE "coin" = $asset AND time >= $start'
-        ),
-        params=(asset(), lookback()),
-        description="Asset context snapshots of one coin: funding, open interest, prices.",
-        example='read_from_influx("asset_ctx", asset="SOL", hours=72)',
-        columns=(
-            "coin",
-            "funding",
-            "open_interest",
-            "open_interest_usd",
-            "mark_px",
-            "oracle_px",
-            "mid_px",
-            "premium",
-            "day_ntl_vlm",
-        ),
-    )
-)
-
-register(
-    NamedQuery(
-        name="order_flow",
-        influxql=(
-            'SELECT "coin", "buy_notional", "sell_notional", "buy_count", "sell_count", "delta" '
-            'FROM "order_flow" WHERE "coin" = $asset AND time >= $start'
-        ),
-        params=(asset(), lookback()),
-        description="1-minute order-flow bars of one coin, stamped at bar start (USD notional).",
-        example='read_from_influx("order_flow", asset="BTC", hours=24)',
-        columns=("coin", "buy_notional", "sell_notional", "buy_count", "sell_count", "delta"),
-    )
-)
+register(coin_window(TRADES, 'read_from_influx("trades", asset="BTC", hours=6)'))
+register(coin_window(LIQUIDATIONS, 'read_from_influx("liquidations", asset="ETH", hours=24)'))
+register(coin_window(ASSET_CTX, 'read_from_influx("asset_ctx", asset="SOL", hours=72)'))
+register(coin_window(ORDER_FLOW, 'read_from_influx("order_flow", asset="BTC", hours=24)'))

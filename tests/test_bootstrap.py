@@ -74,7 +74,7 @@ def test_retention_and_duration_parsing() -> None:
     assert quote_ident('we"ird\\db') == '"we\\"ird\\\\db"'
 
 
-@pytest.mark.parametrize("bad", ["30 days", "30d; DROP DATABASE x", "", "-1h", "1.5h", "30m", "d"])
+@pytest.mark.parametrize("bad", ["30 days", "30d; DROP DATABASE x", "-1h", "1.5h", "30m", "d"])
 def test_bad_retention_is_a_config_error(bad: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse_retention(bad)

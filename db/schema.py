@@ -1,0 +1,87 @@
+"""The measurement contract (DESIGN.md): every measurement's name, tags and fields, spelled once.
+
+Writers, named queries, engines and dashboard tests all use these definitions, so a field name
+changes in one place. Tags hold only bounded sets (coin, side, method, vault, bucket, window);
+addresses, trade ids and hashes are fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Measurement:
+    name: str
+    tags: tuple[str, ...]
+    fields: tuple[str, ...]
+    description: str
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """What a SELECT of every tag and field returns besides `time`."""
+        return self.tags + self.fields
+
+    def select(self) -> str:
+        """`SELECT "tag", ..., "field", ... FROM "name"` (identifiers are constants, not input)."""
+        columns = ", ".join(f'"{c}"' for c in self.columns)
+        return f'SELECT {columns} FROM "{self.name}"'
+
+
+TRADES = Measurement(
+    "trades",
+    tags=("coin", "side"),
+    fields=("px", "sz", "notional", "tid", "buyer", "seller"),
+    description="every trade; side is the taker side (buy/sell); notional in USD",
+)
+LIQUIDATIONS = Measurement(
+    "liquidations",
+    tags=("coin", "side", "method"),
+    fields=("px", "sz", "notional", "tid", "user"),
+    description="liquidations; side is the liquidated position (long/short); method "
+    "backstop or market; user when known",
+)
+ASSET_CTX = Measurement(
+    "asset_ctx",
+    tags=("coin",),
+    fields=(
+        "funding",
+        "open_interest",
+        "open_interest_usd",
+        "mark_px",
+        "oracle_px",
+        "mid_px",
+        "premium",
+        "day_ntl_vlm",
+    ),
+    description="asset context snapshots: hourly funding rate, open interest, prices",
+)
+POSITIONS = Measurement(
+    "positions",
+    tags=("coin", "side"),
+    fields=("address", "szi", "size_usd", "entry_px", "liq_px", "leverage", "unrealized_pnl"),
+    description="positions of tracked addresses; liq_px absent when unreachable",
+)
+HLP_POSITIONS = Measurement(
+    "hlp_positions",
+    tags=("vault", "coin", "side"),
+    fields=("szi", "size_usd", "entry_px", "unrealized_pnl"),
+    description="positions of the HLP parent and child vaults",
+)
+ORDER_FLOW = Measurement(
+    "order_flow",
+    tags=("coin",),
+    fields=("buy_notional", "sell_notional", "buy_count", "sell_count", "delta"),
+    description="1-minute order-flow bars stamped at bar start (USD notional)",
+)
+LIQ_HEATMAP = Measurement(
+    "liq_heatmap",
+    tags=("coin", "bucket"),
+    fields=("price_low", "price_high", "long_liq_usd", "short_liq_usd"),
+    description="estimated liquidation notional by price bucket, from tracked positions",
+)
+
+MEASUREMENTS = {
+    m.name: m
+    for m in (TRADES, LIQUIDATIONS, ASSET_CTX, POSITIONS, HLP_POSITIONS, ORDER_FLOW, LIQ_HEATMAP)
+}

@@ -23,12 +23,10 @@ import asyncio
 import contextlib
 import gzip
 import logging
-import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, fields
-from email.utils import parsedate_to_datetime
 from enum import Enum
 
 import httpx
@@ -36,6 +34,7 @@ import httpx
 from db.client import InfluxTarget
 from db.dead_letter import DeadLetters
 from db.spool import Spool
+from utils.backoff import jittered_backoff, parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +319,9 @@ class InfluxWriter:
                 "and HYPERFLUX_INFLUX_PASSWORD",
             )
         reason = f"InfluxDB answered {status}: {message}"
-        return Delivery(Outcome.RETRY, reason, _retry_after(response))
+        return Delivery(
+            Outcome.RETRY, reason, parse_retry_after(response.headers.get("Retry-After"))
+        )
 
     async def _split(self, lines: list[str], depth: int) -> Delivery:
         middle = len(lines) // 2
@@ -377,25 +378,10 @@ class InfluxWriter:
 
 
 def _backoff(attempt: int, result: Delivery, cap: float) -> float:
-    """Full-jitter exponential backoff; a server's Retry-After wins (up to 2 minutes)."""
+    """A server's Retry-After wins (up to 2 minutes); otherwise capped jittered backoff."""
     if result.retry_after is not None:
         return min(result.retry_after, 120.0)
-    ceiling = min(cap, BACKOFF_BASE * 2 ** (attempt - 1))
-    return random.uniform(ceiling / 2, ceiling)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
+    return jittered_backoff(attempt, base=BACKOFF_BASE, cap=cap)
 
 
 def _error_text(response: httpx.Response) -> str:

@@ -73,9 +73,17 @@ class FaultProxy:
                 headers = {
                     k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")
                 }
-                upstream = httpx.request(
-                    method, proxy.upstream + self.path, content=body, headers=headers, timeout=30
-                )
+                try:
+                    upstream = httpx.request(
+                        method,
+                        proxy.upstream + self.path,
+                        content=body,
+                        headers=headers,
+                        timeout=30,
+                    )
+                except httpx.HTTPError:  # upstream gone, e.g. a stalled request outlived its test
+                    self.send_error(502)
+                    return
                 self.send_response(upstream.status_code)
                 for key, value in upstream.headers.items():
                     if key.lower() not in ("content-length", "transfer-encoding", "connection"):

@@ -22,6 +22,13 @@ class Fault:
     delay: float = 0.0  # seconds to stall before answering (or before forwarding, if status is 0)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that gave up (the writer's timeout) is part of the scenario, not an error."""
+
+
 class FaultProxy:
     """Forwards to `upstream` unless a queued fault applies to the next /write request."""
 
@@ -29,8 +36,7 @@ class FaultProxy:
         self.upstream = upstream
         self.faults: deque[Fault] = deque()
         self.write_times: list[float] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from db.local_server import LocalInfluxd, influxd_path
+from tests.simulator import Simulator
 
 _db_names = itertools.count(1)
 
@@ -75,3 +76,19 @@ def data_dir(tmp_path: Path) -> Path:
     path = tmp_path / "data"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[Callable[..., Awaitable[Simulator]]]:
+    """Start local Hyperliquid simulators (`await simulator(seed=1, rate=0, ...)`); all stopped."""
+    started: list[Simulator] = []
+
+    async def start(**kwargs: object) -> Simulator:
+        sim = Simulator(**kwargs)  # type: ignore[arg-type]
+        await sim.start()
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        await sim.stop()

@@ -17,9 +17,12 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from config.values import (
     HTTP_SCHEMES,
+    WS_COIN_CHANNELS,
     WS_SCHEMES,
     check_url,
     is_loopback_url,
+    parse_addresses,
+    parse_channels,
     parse_coins,
     parse_retention,
     parse_size,
@@ -157,6 +160,30 @@ class Settings(BaseSettings):
         "wss://api.hyperliquid.xyz/ws"
     )
     coins: Annotated[list[str], BeforeValidator(parse_coins), Expect(_COINS)] = []
+    hl_ws_channels: Annotated[
+        list[str],
+        BeforeValidator(parse_channels),
+        Expect(f"a comma list of WebSocket channels from {', '.join(WS_COIN_CHANNELS)}"),
+    ] = []
+    hl_weight_budget: Annotated[
+        int, Field(gt=0), BeforeValidator(_no_bool), Expect("an integer greater than 0")
+    ] = 1200
+    hl_weight_margin: Annotated[
+        float,
+        Field(ge=0, lt=0.9),
+        BeforeValidator(_no_bool),
+        Expect("a fraction from 0 to below 0.9, such as 0.1"),
+    ] = 0.1
+    hl_hlp_vault: Annotated[
+        str,
+        BeforeValidator(lambda v: parse_addresses([v]) and parse_addresses([v])[0]),
+        Expect("a 0x address with 40 hex digits"),
+    ] = "0xdfc24b077bc1425ad1dea75bcb6f8158e10df303"
+    hl_liquidators: Annotated[
+        list[str],
+        BeforeValidator(parse_addresses),
+        Expect("a comma list of 0x addresses with 40 hex digits"),
+    ] = ["0x2e3d94f0562703b25c83308a05046ddaf9a8dd14"]
 
     log_level: Annotated[
         Literal["DEBUG", "INFO", "WARNING", "ERROR"],

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 HTTP_SCHEMES = ("http", "https")
 WS_SCHEMES = ("ws", "wss")
 
+WS_COIN_CHANNELS = ("l2Book", "bbo", "activeAssetCtx")
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _COIN = re.compile(r"[A-Za-z0-9@:/._-]{1,32}")
 _SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[A-Za-z]*)")
 _SIZE_UNITS = {
@@ -77,6 +80,23 @@ def is_loopback_url(url: str) -> bool:
 
 def parse_coins(value: object) -> list[str]:
     """A list of distinct coin names, in the order given, from "BTC, ETH" or a YAML list."""
+    return _parse_list(value, _COIN.fullmatch, "has characters that are not allowed")
+
+
+def parse_addresses(value: object) -> list[str]:
+    """Distinct lower-case 0x addresses (40 hex digits) from "0x..,0x.." or a YAML list."""
+    items = _parse_list(value, _ADDRESS.fullmatch, "is not a 0x address with 40 hex digits")
+    return [a.lower() for a in items]
+
+
+def parse_channels(value: object) -> list[str]:
+    """Optional per-coin WebSocket channels, from "l2Book,bbo" or a YAML list."""
+    why = f"is not one of {', '.join(WS_COIN_CHANNELS)}"
+    return _parse_list(value, lambda item: item in WS_COIN_CHANNELS, why)
+
+
+def _parse_list(value: object, allowed: Callable[[str], object], why: str) -> list[str]:
+    """Distinct stripped strings in the order given; ValueError names the first bad item."""
     if isinstance(value, str):
         items: list[object] = value.split(",") if value.strip() else []
     elif isinstance(value, list | tuple):
@@ -90,8 +110,8 @@ def parse_coins(value: object) -> list[str]:
         coin = item.strip()
         if not coin:
             raise ValueError(f"item {position} is empty")
-        if not _COIN.fullmatch(coin):
-            raise ValueError(f"item {position} ({coin!r}) has characters that are not allowed")
+        if not allowed(coin):
+            raise ValueError(f"item {position} ({coin!r}) {why}")
         if coin not in coins:
             coins.append(coin)
     return coins

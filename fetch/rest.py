@@ -168,7 +168,10 @@ class InfoClient:
     def from_settings(
         cls, settings: Settings, budget: WeightBudget | None = None, **kwargs: Any
     ) -> InfoClient:
-        """A client for `settings.hl_api_url`."""
+        """A client for `settings.hl_api_url` under the configured weight budget and margin."""
+        budget = budget or WeightBudget(
+            settings.hl_weight_budget, safety_margin=settings.hl_weight_margin
+        )
         return cls(settings.hl_api_url, budget=budget, **kwargs)
 
     async def __aenter__(self) -> InfoClient:

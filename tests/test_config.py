@@ -130,6 +130,16 @@ def test_settings_are_immutable() -> None:
             "influx_spool_full_policy",
             "drop_newest",
         ),
+        ("HYPERFLUX_HL_WS_CHANNELS", "l2Book, bbo", "hl_ws_channels", ["l2Book", "bbo"]),
+        ("HYPERFLUX_HL_WEIGHT_BUDGET", "600", "hl_weight_budget", 600),
+        ("HYPERFLUX_HL_WEIGHT_MARGIN", "0.25", "hl_weight_margin", 0.25),
+        ("HYPERFLUX_HL_HLP_VAULT", "0x" + "AB" * 20, "hl_hlp_vault", "0x" + "ab" * 20),
+        (
+            "HYPERFLUX_HL_LIQUIDATORS",
+            "0x" + "1" * 40 + ",0x" + "2" * 40,
+            "hl_liquidators",
+            ["0x" + "1" * 40, "0x" + "2" * 40],
+        ),
     ],
 )
 def test_env_var_overrides_default(name: str, value: str, field: str, expected: object) -> None:
@@ -416,6 +426,25 @@ SIZE = "expected a size in bytes greater than 0, such as 1073741824 or 1GiB"
             "block",
             "HYPERFLUX_INFLUX_SPOOL_FULL_POLICY='block' is not valid:"
             " expected one of drop_oldest, drop_newest",
+        ),
+        (
+            "HYPERFLUX_HL_WS_CHANNELS",
+            "l2Book,trades",
+            "HYPERFLUX_HL_WS_CHANNELS='l2Book,trades' is not valid: expected a comma list of"
+            " WebSocket channels from l2Book, bbo, activeAssetCtx"
+            " (item 2 ('trades') is not one of l2Book, bbo, activeAssetCtx)",
+        ),
+        (
+            "HYPERFLUX_HL_LIQUIDATORS",
+            "0x123",
+            "HYPERFLUX_HL_LIQUIDATORS='0x123' is not valid: expected a comma list of 0x addresses"
+            " with 40 hex digits (item 1 ('0x123') is not a 0x address with 40 hex digits)",
+        ),
+        (
+            "HYPERFLUX_HL_WEIGHT_MARGIN",
+            "0.95",
+            "HYPERFLUX_HL_WEIGHT_MARGIN='0.95' is not valid:"
+            " expected a fraction from 0 to below 0.9, such as 0.1",
         ),
     ],
 )

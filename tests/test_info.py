@@ -6,9 +6,9 @@ import asyncio
 import time
 from decimal import Decimal
 
+from config import Settings
 from fetch.hlp import KNOWN_LIQUIDATORS, discover_hlp
 from fetch.info import HyperliquidInfo
-from fetch.rate_limit import WeightBudget
 from fetch.rest import InfoClient
 from tests.simulator import HLP_CHILDREN, HLP_LIQUIDATOR, HLP_PARENT, LIQUIDATOR_VAULTS
 from utils.quarantine import Quarantine
@@ -80,8 +80,9 @@ async def test_hlp_discovery_falls_back_to_the_known_liquidator_when_unreachable
 async def test_many_concurrent_callers_never_earn_a_429(simulator):
     """30 callers want far more than the budget; the shared budget holds them all back."""
     sim = await simulator(weight_budget=200, **QUIET)
-    budget = WeightBudget(200, safety_margin=0.1)  # 180 usable
-    async with InfoClient(sim.url, budget=budget) as client:
+    settings = Settings(hl_api_url=sim.url, hl_weight_budget=200, hl_weight_margin=0.1)
+    async with InfoClient.from_settings(settings) as client:
+        assert client.budget.limit == 180
         info = HyperliquidInfo(client)
 
         async def caller(n: int) -> int:

@@ -9,7 +9,7 @@ import platform
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import writer
+from bench import validate, writer
 
 RESULTS = Path(__file__).with_name("results.json")
 
@@ -38,7 +38,13 @@ def main() -> None:
     print(f"  writer (InfluxWriter.write + flush):      {result['writer_points_per_s']:>10,} pts/s")
     print(f"  ratio to ceiling:                         {result['writer_ratio_to_ceiling']:>10.3f}")
 
+    print("validation of a 50-trade WebSocket frame from raw bytes ...")
+    validation = validate.run()
+    for name, micros in validation.items():
+        print(f"  {name:<40} {micros:>10.2f} us/trade")
+
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results["validation_us_per_trade"] = validation
     results["machine"] = machine()
     results["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["writer"] = result

@@ -293,6 +293,13 @@ class InfluxWriter:
                 content=body,
                 headers=self.target.write_headers(),
             )
+        except httpx.RemoteProtocolError as exc:
+            if await self._answers_ping():
+                # influxd echoes a refused line in a header; a control character in it makes the
+                # answer unreadable. The batch, not the server, is the problem: find the line.
+                message = f"unreadable answer to a write, likely a refused line ({exc})"
+                return await self._handle_rejected(lines, message, depth)
+            return Delivery(Outcome.RETRY, f"InfluxDB unreachable ({type(exc).__name__})")
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             return Delivery(Outcome.RETRY, f"InfluxDB unreachable ({type(exc).__name__})")
         status = response.status_code
@@ -322,6 +329,13 @@ class InfluxWriter:
         return Delivery(
             Outcome.RETRY, reason, parse_retry_after(response.headers.get("Retry-After"))
         )
+
+    async def _answers_ping(self) -> bool:
+        assert self._client is not None
+        try:
+            return (await self._client.get("/ping")).status_code < 300
+        except httpx.HTTPError:
+            return False
 
     async def _split(self, lines: list[str], depth: int) -> Delivery:
         middle = len(lines) // 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -44,12 +45,18 @@ def make_influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
         server.stop()
 
 
+@functools.cache
+def _http() -> httpx.Client:
+    """One client for the whole session: creating one costs ~50 ms (certificate loading)."""
+    return httpx.Client()
+
+
 def influxql(url: str, query: str, db: str | None = None, **params: object) -> list[dict]:
     """Run one InfluxQL statement directly (test-side oracle, independent of db.reader)."""
     data: dict[str, str] = {"q": query, "epoch": "ns"}
     if db:
         data["db"] = db
-    response = httpx.post(f"{url}/query", data=data, timeout=30)
+    response = _http().post(f"{url}/query", data=data, timeout=30)
     response.raise_for_status()
     result = response.json()["results"][0]
     assert "error" not in result, result["error"]

@@ -106,6 +106,21 @@ async def test_partial_write_keeps_good_points_and_dead_letters_the_bad(
     await writer.close()
 
 
+async def test_a_refused_line_with_a_control_character_does_not_block_the_writer(
+    influxd, influx_db, data_dir
+):
+    """influxd echoes the refused line in a header, which httpx cannot read: still a 400."""
+    writer = make_writer(influxd.url, influx_db, data_dir)
+    await writer.start()
+    poisoned = "bad\x0bline 1700000000000000001"
+    writer.write([*lines(0, 50), poisoned, *lines(50, 50)])
+    await writer.flush()
+    assert values(influxd.url, influx_db) == list(range(100))
+    assert [r["line"] for r in dead_letter_lines(data_dir)] == [poisoned]
+    assert len(writer.spool) == 0
+    await writer.close()
+
+
 async def test_413_splits_the_batch_until_it_fits(make_influxd, data_dir):
     server = make_influxd(max_body_size=20_000)  # ~400 of our lines per request at most
     httpx.post(f"{server.url}/query", data={"q": "CREATE DATABASE t"})

@@ -81,7 +81,51 @@ LIQ_HEATMAP = Measurement(
     description="estimated liquidation notional by price bucket, from tracked positions",
 )
 
+HLP_EQUITY = Measurement(
+    "hlp_equity",
+    tags=("vault",),
+    fields=("account_value", "total_ntl_pos", "total_margin_used", "withdrawable"),
+    description="account value of the HLP parent and child vaults (USD)",
+)
+CANDLES = Measurement(
+    "candles",
+    tags=("coin", "interval"),
+    fields=("open", "high", "low", "close", "volume", "trade_count"),
+    description="OHLCV candles stamped at their open time; volume in base units",
+)
+FUNDING = Measurement(
+    "funding",
+    tags=("coin",),
+    fields=("rate", "premium"),
+    description="settled hourly funding rates (fraction per hour; positive: longs pay shorts)",
+)
+TRADE_GAPS = Measurement(
+    "trade_gaps",
+    tags=("coin",),
+    fields=("after_ms", "before_ms", "reason"),
+    description="stretches of the trade stream that may be missing (after a reconnect)",
+)
+PIPELINE_HEALTH = Measurement(
+    "pipeline_health",
+    tags=("component",),
+    fields=(),  # counters and gauges by name; see utils/metrics.py
+    description="the collector's own counters, for the Pipeline health dashboard",
+)
+
 MEASUREMENTS = {
     m.name: m
-    for m in (TRADES, LIQUIDATIONS, ASSET_CTX, POSITIONS, HLP_POSITIONS, ORDER_FLOW, LIQ_HEATMAP)
+    for m in (
+        TRADES,
+        LIQUIDATIONS,
+        ASSET_CTX,
+        POSITIONS,
+        HLP_POSITIONS,
+        HLP_EQUITY,
+        ORDER_FLOW,
+        LIQ_HEATMAP,
+        CANDLES,
+        FUNDING,
+        TRADE_GAPS,
+        PIPELINE_HEALTH,
+    )
 }

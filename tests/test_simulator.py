@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from tests.simulator import HLP_LIQUIDATOR, HLP_PARENT, Simulator
 from tests.simulator.rest import weight
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "hyperliquid" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "hyperliquid"
 QUIET = {"rate": 0, "evolve_interval": 0, "auto_liquidations": False, "push_interval": 60}
 HEX_HASH = re.compile(r"0x[0-9a-f]{64}")
 

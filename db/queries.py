@@ -18,7 +18,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from db.schema import ASSET_CTX, LIQUIDATIONS, ORDER_FLOW, TRADES, Measurement
+from db.schema import (
+    ASSET_CTX,
+    CANDLES,
+    FUNDING,
+    LIQUIDATIONS,
+    ORDER_FLOW,
+    TRADES,
+    Measurement,
+)
 from utils.errors import InfluxQueryError
 
 READ_STATEMENTS = ("SELECT", "SHOW")
@@ -263,3 +271,48 @@ register(coin_window(TRADES, 'read_from_influx("trades", asset="BTC", hours=6)')
 register(coin_window(LIQUIDATIONS, 'read_from_influx("liquidations", asset="ETH", hours=24)'))
 register(coin_window(ASSET_CTX, 'read_from_influx("asset_ctx", asset="SOL", hours=72)'))
 register(coin_window(ORDER_FLOW, 'read_from_influx("order_flow", asset="BTC", hours=24)'))
+
+
+CANDLE_INTERVALS = (
+    "1m",
+    "3m",
+    "5m",
+    "15m",
+    "30m",
+    "1h",
+    "2h",
+    "4h",
+    "8h",
+    "12h",
+    "1d",
+    "3d",
+    "1w",
+    "1M",
+)
+"""The `interval` tag values of `candles`: Hyperliquid's candleSnapshot intervals."""
+
+register(
+    NamedQuery(
+        name=CANDLES.name,
+        influxql=(
+            f'{CANDLES.select()} WHERE "coin" = $asset AND "interval" = $interval '
+            "AND time >= $start"
+        ),
+        params=(
+            asset(),
+            lookback(),
+            Param(
+                "interval",
+                str,
+                default="1h",
+                description="candle interval",
+                choices=CANDLE_INTERVALS,
+            ),
+        ),
+        description="OHLCV candles of one coin and interval, stamped at their open time; "
+        "volume in base units.",
+        example='read_from_influx("candles", asset="BTC", hours=48, interval="1h")',
+        columns=CANDLES.columns,
+    )
+)
+register(coin_window(FUNDING, 'read_from_influx("funding", asset="ETH", hours=168)'))

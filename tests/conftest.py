@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -56,6 +57,8 @@ def influxql(url: str, query: str, db: str | None = None, **params: object) -> l
     data: dict[str, str] = {"q": query, "epoch": "ns"}
     if db:
         data["db"] = db
+    if params:
+        data["params"] = json.dumps(params)
     response = _http().post(f"{url}/query", data=data, timeout=30)
     response.raise_for_status()
     result = response.json()["results"][0]

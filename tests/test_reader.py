@@ -213,7 +213,8 @@ def test_unknown_query_lists_the_available_names(target: InfluxTarget) -> None:
     with pytest.raises(InfluxQueryError) as err:
         read_from_influx("tradez", target=target)
     assert str(err.value) == (
-        "unknown query 'tradez'; available: asset_ctx, liquidations, order_flow, trades"
+        "unknown query 'tradez'; available: asset_ctx, candles, funding, liquidations, order_flow, "
+        "trades"
     )
 
 

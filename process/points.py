@@ -1,0 +1,276 @@
+"""Normalized records -> line-protocol points: the one place records become points.
+
+Every point follows the measurement contract of `db.schema` (DESIGN.md): tags only for bounded
+sets, addresses and trade ids in fields, and one type per field forever: prices, sizes, USD
+amounts, rates and leverage are floats (also when integral), `tid` and the `*_ms` times of
+`trade_gaps` are ints, addresses and reasons are strings. A None value leaves its field out
+(`mid_px`, `premium`, `liq_px` when `liquidationPx` is null, `user` when unknown).
+
+Timestamps (ns). Records that can share a millisecond within one series get a slot from the
+builder's `TimestampAllocator`, so each distinct record is its own point and a replay overwrites
+itself; the series is the measurement plus its full tag set, the record key identifies the record
+in it (seed the allocator from InfluxDB with the same series and keys after a restart):
+
+- trades: series ("trades", coin, side), key `tid` (an int) at the trade's ms;
+- liquidations: series ("liquidations", coin, side, method), key `tid`;
+- positions: series ("positions", coin, side), key `address` at the poll's ms (two addresses
+  polled in one instant are two points).
+
+Points unique by their tags are stamped at exactly `time_ms * 10**6`: asset_ctx (one per coin per
+poll), hlp_positions and hlp_equity (one per vault, coin and side per poll), trade_gaps (at the
+gap's `after_ms`, the last trade seen before it).
+
+Unstorable records. A record InfluxDB could not store as it is (a value beyond the float range,
+which would be written as inf; a coin name line protocol cannot carry) is skipped, counted in
+`skipped` and handed to `on_skip(record, error)` (e.g. for the quarantine): the rest of the batch
+is written.
+
+Closed positions. A (coin, side) an account held at its previous poll and no longer holds is
+written once as a closing point: `szi` = 0, `size_usd` = 0 and `unrealized_pnl` = 0, with
+`entry_px`, `liq_px` and `leverage` left out (`address` is kept in `positions`). The last point of
+a series therefore tells whether the position is still open; the caller passes those pairs as
+`closed` (a flip from long to short closes the long).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from typing import Protocol
+
+from db.line_protocol import encode_point
+from db.schema import (
+    ASSET_CTX,
+    HLP_EQUITY,
+    HLP_POSITIONS,
+    LIQUIDATIONS,
+    POSITIONS,
+    TRADE_GAPS,
+    TRADES,
+)
+from db.timestamps import NS_PER_MS, TimestampAllocator
+from process.liquidations import LiquidationEvent
+from validate import AssetCtx, ClearinghouseState, Position, Trade
+
+_TRADES = TRADES.name
+_LIQUIDATIONS = LIQUIDATIONS.name
+_ASSET_CTX = ASSET_CTX.name
+_POSITIONS = POSITIONS.name
+_HLP_POSITIONS = HLP_POSITIONS.name
+_HLP_EQUITY = HLP_EQUITY.name
+_TRADE_GAPS = TRADE_GAPS.name
+
+
+class GapRecord(Protocol):
+    """A stretch of a coin's trade stream that may be missing (e.g. `fetch.ws.Gap`)."""
+
+    @property
+    def coin(self) -> str: ...
+    @property
+    def after_ms(self) -> int: ...
+    @property
+    def before_ms(self) -> int: ...
+    @property
+    def reason(self) -> str: ...
+
+
+class PointBuilder:
+    """Turns validated records into lines of line protocol (without trailing newlines).
+
+    Holds the one `TimestampAllocator` (`builder.allocator`) of the records that need slots, so
+    use one builder per process, from one thread (the asyncio loop).
+    """
+
+    def __init__(
+        self,
+        allocator: TimestampAllocator | None = None,
+        on_skip: Callable[[object, ValueError], None] | None = None,
+    ) -> None:
+        self.allocator = allocator if allocator is not None else TimestampAllocator()
+        self.on_skip = on_skip
+        self.skipped = 0
+
+    def _skip(self, record: object, error: ValueError) -> None:
+        self.skipped += 1
+        if self.on_skip is not None:
+            self.on_skip(record, error)
+
+    def trades(self, trades: Iterable[Trade]) -> list[str]:
+        """One `trades` point per trade; `side` is the taker side (buy/sell)."""
+        allocate = self.allocator.allocate
+        lines: list[str] = []
+        append = lines.append
+        for t in trades:
+            try:
+                coin, side, px, sz = t.coin, t.side, t.px, t.sz
+                fields = {
+                    "px": float(px),
+                    "sz": float(sz),
+                    "notional": float(px * sz),
+                    "tid": t.tid,
+                    "buyer": t.buyer,
+                    "seller": t.seller,
+                }
+                time_ns = allocate((_TRADES, coin, side), t.time_ms, t.tid)
+                append(encode_point(_TRADES, {"coin": coin, "side": side}, fields, time_ns))
+            except ValueError as error:
+                self._skip(t, error)
+        return lines
+
+    def liquidations(self, events: Iterable[LiquidationEvent]) -> list[str]:
+        """One `liquidations` point per event; `side` is the position liquidated."""
+        allocate = self.allocator.allocate
+        lines: list[str] = []
+        for e in events:
+            try:
+                fields = {
+                    "px": float(e.px),
+                    "sz": float(e.sz),
+                    "notional": float(e.notional),
+                    "tid": e.tid,
+                    "user": e.user,
+                }
+                tags = {"coin": e.coin, "side": e.side, "method": e.method}
+                time_ns = allocate((_LIQUIDATIONS, e.coin, e.side, e.method), e.time_ms, e.tid)
+                lines.append(encode_point(_LIQUIDATIONS, tags, fields, time_ns))
+            except ValueError as error:
+                self._skip(e, error)
+        return lines
+
+    def asset_ctxs(self, ctxs: Iterable[AssetCtx], time_ms: int) -> list[str]:
+        """One `asset_ctx` point per coin, stamped at the poll time `time_ms`."""
+        time_ns = time_ms * NS_PER_MS
+        lines: list[str] = []
+        for c in ctxs:
+            try:
+                fields = {
+                    "funding": float(c.funding),
+                    "open_interest": float(c.open_interest),
+                    "open_interest_usd": float(c.open_interest_usd),
+                    "mark_px": float(c.mark_px),
+                    "oracle_px": float(c.oracle_px),
+                    "mid_px": _opt(c.mid_px),
+                    "premium": _opt(c.premium),
+                    "day_ntl_vlm": float(c.day_ntl_vlm),
+                }
+                lines.append(encode_point(_ASSET_CTX, {"coin": c.coin}, fields, time_ns))
+            except ValueError as error:
+                self._skip(c, error)
+        return lines
+
+    def positions(
+        self,
+        address: str,
+        state: ClearinghouseState,
+        time_ms: int,
+        closed: Iterable[tuple[str, str]] = (),
+    ) -> list[str]:
+        """`positions` points of one tracked address polled at `time_ms`: one per open position
+        (zero positions are skipped), plus a closing point per (coin, side) in `closed` that is
+        not open in `state`."""
+        allocate = self.allocator.allocate
+        lines: list[str] = []
+        held: set[tuple[str, str]] = set()
+        for p in state.positions:
+            side = _side(p)
+            if side is None:
+                continue
+            held.add((p.coin, side))
+            try:
+                fields = {
+                    "address": address,
+                    "szi": float(p.szi),
+                    "size_usd": float(p.position_value),
+                    "entry_px": _opt(p.entry_px),
+                    "liq_px": _opt(p.liquidation_px),
+                    "leverage": float(p.leverage),
+                    "unrealized_pnl": float(p.unrealized_pnl),
+                }
+                time_ns = allocate((_POSITIONS, p.coin, side), time_ms, address)
+                tags = {"coin": p.coin, "side": side}
+                lines.append(encode_point(_POSITIONS, tags, fields, time_ns))
+            except ValueError as error:
+                self._skip(p, error)
+        for coin, side in closed:
+            if (coin, side) in held:
+                continue
+            try:
+                fields = {"address": address, "szi": 0.0, "size_usd": 0.0, "unrealized_pnl": 0.0}
+                time_ns = allocate((_POSITIONS, coin, side), time_ms, address)
+                tags = {"coin": coin, "side": side}
+                lines.append(encode_point(_POSITIONS, tags, fields, time_ns))
+            except ValueError as error:
+                self._skip((coin, side), error)
+        return lines
+
+    def hlp(
+        self,
+        vault_name: str,
+        state: ClearinghouseState,
+        time_ms: int,
+        closed: Iterable[tuple[str, str]] = (),
+    ) -> list[str]:
+        """`hlp_positions` points of one HLP vault (open positions, then closing points for
+        `closed` pairs not open in `state`) and its `hlp_equity` point (from `marginSummary`:
+        cross + isolated)."""
+        time_ns = time_ms * NS_PER_MS
+        lines: list[str] = []
+        held: set[tuple[str, str]] = set()
+        for p in state.positions:
+            side = _side(p)
+            if side is None:
+                continue
+            held.add((p.coin, side))
+            try:
+                fields = {
+                    "szi": float(p.szi),
+                    "size_usd": float(p.position_value),
+                    "entry_px": _opt(p.entry_px),
+                    "unrealized_pnl": float(p.unrealized_pnl),
+                }
+                tags = {"vault": vault_name, "coin": p.coin, "side": side}
+                lines.append(encode_point(_HLP_POSITIONS, tags, fields, time_ns))
+            except ValueError as error:
+                self._skip(p, error)
+        for coin, side in closed:
+            if (coin, side) in held:
+                continue
+            try:
+                fields = {"szi": 0.0, "size_usd": 0.0, "unrealized_pnl": 0.0}
+                tags = {"vault": vault_name, "coin": coin, "side": side}
+                lines.append(encode_point(_HLP_POSITIONS, tags, fields, time_ns))
+            except ValueError as error:
+                self._skip((coin, side), error)
+        summary = state.margin_summary
+        try:
+            equity = {
+                "account_value": float(summary.account_value),
+                "total_ntl_pos": float(summary.total_ntl_pos),
+                "total_margin_used": float(summary.total_margin_used),
+                "withdrawable": float(state.withdrawable),
+            }
+            lines.append(encode_point(_HLP_EQUITY, {"vault": vault_name}, equity, time_ns))
+        except ValueError as error:
+            self._skip(summary, error)
+        return lines
+
+    def gap(self, gap: GapRecord) -> str:
+        """The `trade_gaps` point of one gap, stamped at its `after_ms`.
+
+        Raises ValueError for a gap line protocol cannot carry (a coin name with a newline).
+        """
+        fields = {"after_ms": gap.after_ms, "before_ms": gap.before_ms, "reason": gap.reason}
+        return encode_point(_TRADE_GAPS, {"coin": gap.coin}, fields, gap.after_ms * NS_PER_MS)
+
+
+def _side(position: Position) -> str | None:
+    """ "long" (szi > 0), "short" (szi < 0), or None for a zero position."""
+    if position.szi > 0:
+        return "long"
+    if position.szi < 0:
+        return "short"
+    return None
+
+
+def _opt(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)

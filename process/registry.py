@@ -1,0 +1,306 @@
+"""The trader addresses the positions job polls, kept in SQLite so they survive restarts.
+
+Addresses come from the trade stream (`users` of each trade). Everything lives in memory (the
+scheduler works from memory); SQLite (WAL, one connection, used from the asyncio thread) is the
+durable copy. Writes are buffered and flushed in one transaction, at most about once per second
+or on `flush()`/`close()`, so a crash loses at most the last second of observations, which the
+trade stream and the next polls restore.
+
+Expiry rule: an address leaves when it has not traded, and was not seen holding a position by a
+successful poll, for `inactive_ms` (7 days by default), *and* its last successful poll found no
+open position. An address known to hold positions stays however long it is quiet: those are the
+positions the job exists to watch. An address never polled successfully counts as flat; if it
+trades again the stream brings it back.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+from validate import ClearinghouseState
+
+Side = Literal["long", "short"]
+Held = set[tuple[str, str]]
+
+INACTIVE_MS = 7 * 86_400_000
+"""Default: addresses quiet (and flat) this long leave the poll set."""
+TYPICAL_HALF_LIFE_MS = 86_400_000
+"""Half-life of the remembered typical notional of an address (see `decayed_peak`)."""
+BACKOFF_BASE_MS = 30_000
+BACKOFF_CAP_MS = 3_600_000
+FLUSH_INTERVAL_S = 1.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS addresses (
+    address TEXT PRIMARY KEY,
+    first_seen_ms INTEGER NOT NULL,
+    last_trade_ms INTEGER,
+    last_poll_ms INTEGER,
+    last_held_ms INTEGER,
+    notional_usd REAL NOT NULL DEFAULT 0,
+    typical_usd REAL NOT NULL DEFAULT 0,
+    min_liq_distance REAL,
+    held TEXT NOT NULL DEFAULT '[]',
+    failures INTEGER NOT NULL DEFAULT 0,
+    next_allowed_ms INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID
+"""
+_COLUMNS = (
+    "address, first_seen_ms, last_trade_ms, last_poll_ms, last_held_ms, notional_usd, "
+    "typical_usd, min_liq_distance, held, failures, next_allowed_ms"
+)
+_UPSERT = f"INSERT OR REPLACE INTO addresses ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def backoff_ms(failures: int, base_ms: int = BACKOFF_BASE_MS, cap_ms: int = BACKOFF_CAP_MS) -> int:
+    """Wait after `failures` consecutive failures: base, 2x base, 4x base ... up to `cap_ms`."""
+    if failures <= 0:
+        return 0
+    return min(cap_ms, base_ms << min(failures - 1, 40))
+
+
+def decayed_peak(
+    peak: float,
+    peak_ms: int | None,
+    notional: float,
+    now_ms: int,
+    half_life_ms: int = TYPICAL_HALF_LIFE_MS,
+) -> float:
+    """The largest notional seen, halving every `half_life_ms`: what a trader typically holds.
+
+    A whale that just closed is likely to open big again; the scheduler keeps watching it.
+    """
+    if peak_ms is not None and now_ms > peak_ms:
+        peak *= 0.5 ** ((now_ms - peak_ms) / half_life_ms)
+    return max(notional, peak)
+
+
+@dataclass(slots=True)
+class AddressState:
+    """What is known about one address; times in ms (UTC), notional in USD."""
+
+    address: str
+    first_seen_ms: int
+    last_trade_ms: int | None = None
+    last_poll_ms: int | None = None
+    """Last successful poll."""
+    last_held_ms: int | None = None
+    """Last successful poll that found an open position."""
+    notional_usd: float = 0.0
+    typical_usd: float = 0.0
+    """Decayed peak notional (`decayed_peak`)."""
+    min_liq_distance: float | None = None
+    """Smallest |mark - liq| / mark among its positions at the last poll; None: none reachable."""
+    held: Held = field(default_factory=set)
+    """(coin, side) pairs open at the last successful poll."""
+    failures: int = 0
+    """Consecutive failed polls."""
+    next_allowed_ms: int = 0
+    """Do not poll before this time (backoff after failures)."""
+
+    def _row(self) -> tuple[object, ...]:
+        return (
+            self.address,
+            self.first_seen_ms,
+            self.last_trade_ms,
+            self.last_poll_ms,
+            self.last_held_ms,
+            self.notional_usd,
+            self.typical_usd,
+            self.min_liq_distance,
+            json.dumps(sorted(self.held), separators=(",", ":")) if self.held else "[]",
+            self.failures,
+            self.next_allowed_ms,
+        )
+
+
+class PollSummary(NamedTuple):
+    """What one `clearinghouseState` poll found, in the form `record_poll` takes."""
+
+    notional_usd: float
+    min_liq_distance: float | None
+    positions: dict[str, Side]
+    """coin -> side of each open position (one-way mode: one side per coin)."""
+
+
+def summarize(state: ClearinghouseState) -> PollSummary:
+    """Total notional, nearest liquidation (relative to mark) and the (coin, side) set held."""
+    notional = 0.0
+    nearest: float | None = None
+    positions: dict[str, Side] = {}
+    for position in state.positions:
+        if position.szi == 0:
+            continue
+        positions[position.coin] = "long" if position.szi > 0 else "short"
+        value = float(position.position_value)
+        notional += value
+        if position.liquidation_px is not None and value > 0:
+            mark = value / abs(float(position.szi))
+            distance = abs(mark - float(position.liquidation_px)) / mark
+            nearest = distance if nearest is None else min(nearest, distance)
+    return PollSummary(notional, nearest, positions)
+
+
+class AddressRegistry:
+    """Known addresses in memory, persisted to the SQLite file at `path` (created if missing)."""
+
+    def __init__(self, path: Path, *, flush_interval_s: float = FLUSH_INTERVAL_S) -> None:
+        self.path = path
+        self.flush_interval_s = flush_interval_s
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+        self._states: dict[str, AddressState] = {}
+        self._dirty: set[str] = set()
+        self._last_flush = time.monotonic()
+        for row in self._db.execute(f"SELECT {_COLUMNS} FROM addresses"):
+            held = {(c, s) for c, s in json.loads(row[8])} if row[8] != "[]" else set()
+            self._states[row[0]] = AddressState(*row[:8], held, *row[9:])  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def __contains__(self, address: object) -> bool:
+        return address in self._states
+
+    def addresses(self) -> list[str]:
+        """Every address in the poll set."""
+        return list(self._states)
+
+    def states(self) -> Iterator[AddressState]:
+        """Every address's state (live objects: read, do not modify)."""
+        return iter(self._states.values())
+
+    def get(self, address: str) -> AddressState | None:
+        return self._states.get(address.lower())
+
+    def held(self, address: str) -> Held:
+        """(coin, side) pairs open at the address's last successful poll (empty if unknown)."""
+        state = self._states.get(address.lower())
+        return set(state.held) if state is not None else set()
+
+    def observe(self, addresses: Iterable[str], time_ms: int) -> list[str]:
+        """Note that `addresses` traded at `time_ms`; returns the ones seen for the first time."""
+        new: list[str] = []
+        states, dirty = self._states, self._dirty
+        for raw in addresses:
+            address = raw.lower()
+            state = states.get(address)
+            if state is None:
+                states[address] = AddressState(address, time_ms, time_ms)
+                new.append(address)
+            elif state.last_trade_ms is None or time_ms > state.last_trade_ms:
+                state.last_trade_ms = time_ms
+            else:
+                continue
+            dirty.add(address)
+        self._maybe_flush()
+        return new
+
+    def record_poll(
+        self,
+        address: str,
+        time_ms: int,
+        *,
+        notional_usd: float,
+        min_liq_distance: float | None,
+        positions: Mapping[str, Side] | None,
+    ) -> Held:
+        """Store what a successful poll found; returns the (coin, side) pairs that CLOSED.
+
+        `positions` maps coin -> side of every open position (None: no open position). A
+        success clears the failure count and backoff. Unknown addresses are added.
+        """
+        state = self._state(address, time_ms)
+        held = {(coin, side) for coin, side in (positions or {}).items()}
+        closed = state.held - held
+        state.held = held
+        state.typical_usd = decayed_peak(
+            state.typical_usd, state.last_poll_ms, float(notional_usd), time_ms
+        )
+        state.last_poll_ms = time_ms
+        state.notional_usd = float(notional_usd)
+        state.min_liq_distance = min_liq_distance
+        if held:
+            state.last_held_ms = time_ms
+        state.failures = 0
+        state.next_allowed_ms = 0
+        self._dirty.add(state.address)
+        self._maybe_flush()
+        return closed
+
+    def record_failure(self, address: str, time_ms: int) -> int:
+        """Count a failed poll; returns the time (ms) before which it should not be retried."""
+        state = self._state(address, time_ms)
+        state.failures += 1
+        state.next_allowed_ms = time_ms + backoff_ms(state.failures)
+        self._dirty.add(state.address)
+        self._maybe_flush()
+        return state.next_allowed_ms
+
+    def expire(self, now_ms: int, inactive_ms: int = INACTIVE_MS) -> int:
+        """Drop addresses quiet and flat for `inactive_ms` (module docstring); returns how many."""
+        return len(self.expire_addresses(now_ms, inactive_ms))
+
+    def expire_addresses(self, now_ms: int, inactive_ms: int = INACTIVE_MS) -> list[str]:
+        """Like `expire`, returning the addresses dropped (to remove them from the scheduler)."""
+        cutoff = now_ms - inactive_ms
+        gone = [
+            state.address
+            for state in self._states.values()
+            if not state.held
+            and max(state.first_seen_ms, state.last_trade_ms or 0, state.last_held_ms or 0)
+            <= cutoff
+        ]
+        if gone:
+            for address in gone:
+                del self._states[address]
+                self._dirty.discard(address)
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "DELETE FROM addresses WHERE address = ?", ((a,) for a in gone)
+                )
+        return gone
+
+    def flush(self) -> int:
+        """Write every buffered change in one transaction; returns the rows written."""
+        self._last_flush = time.monotonic()
+        if not self._dirty:
+            return 0
+        rows = [self._states[address]._row() for address in self._dirty]
+        self._dirty.clear()
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(_UPSERT, rows)
+        return len(rows)
+
+    def close(self) -> None:
+        """Flush and close the database (the registry is unusable afterwards)."""
+        self.flush()
+        self._db.close()
+
+    def __enter__(self) -> AddressRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _state(self, address: str, time_ms: int) -> AddressState:
+        address = address.lower()
+        state = self._states.get(address)
+        if state is None:
+            state = self._states[address] = AddressState(address, time_ms)
+        return state
+
+    def _maybe_flush(self) -> None:
+        if time.monotonic() - self._last_flush >= self.flush_interval_s:
+            self.flush()

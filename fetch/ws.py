@@ -10,8 +10,9 @@ per-coin channels (`l2Book`, `bbo`, `activeAssetCtx`). The supervisor
 - reconnects forever with capped, jittered backoff and resubscribes everything;
 - drops trades it already delivered (the first `trades` message after a subscribe replays recent
   trades; backfill overlaps the stream), keyed on (coin, time, tid);
-- after every (re)connect backfills each coin from REST `recentTrades`, and records a `Gap` where
-  the backfill did not reach back to the last trade seen before the drop, so users can see it.
+- after every (re)connect backfills from REST `recentTrades` each coin whose replay on subscribe
+  did not reach back to the last trade seen before the drop, and records a `Gap` where the
+  backfill did not reach back either, so users can see it.
 Validation failures go to the quarantine; one bad record never drops the good ones beside it.
 """
 
@@ -97,6 +98,7 @@ class MarketStream:
         messages_per_minute: int = 1500,
         dedupe_capacity: int = 200_000,
         open_timeout: float = 10.0,
+        replay_wait: float = 3.0,
     ) -> None:
         self.ws_url = ws_url
         self.coins = list(dict.fromkeys(coins))
@@ -113,12 +115,15 @@ class MarketStream:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.open_timeout = open_timeout
+        self.replay_wait = replay_wait
         self.stats = WsStats()
         self.gaps: list[Gap] = []
         self.dedupe = TradeDeduper(dedupe_capacity)
         self.last_trade_ms: dict[str, int] = {}
         self._pacer = WeightBudget(messages_per_minute, safety_margin=0.0)
         self._pending_acks: dict[str, Subscription] = {}
+        self._sent: set[str] = set()  # subscriptions sent on the current connection
+        self._replay_oldest: dict[str, int] = {}  # coin -> oldest trade of its first message
         self._ws: ClientConnection | None = None
         self._stop = asyncio.Event()
         self._last_data = 0.0
@@ -155,6 +160,7 @@ class MarketStream:
             return  # the next connection subscribes the new set
         for coin in removed:
             for sub in self.coin_subscriptions(coin):
+                self._sent.discard(subscription_key(sub))
                 await self._send({"method": "unsubscribe", "subscription": sub})
         for coin in added:
             for sub in self.coin_subscriptions(coin):
@@ -218,6 +224,8 @@ class MarketStream:
             self._ping_sent = None
             self._last_ping = 0.0
             self._pending_acks.clear()
+            self._sent.clear()
+            self._replay_oldest.clear()
             last_seen = dict(self.last_trade_ms)
             helpers = [
                 asyncio.create_task(self._keepalive(ws), name="ws-keepalive"),
@@ -246,28 +254,46 @@ class MarketStream:
         await ws.send(_dumps(message))
 
     async def _subscribe(self, subscription: Subscription) -> None:
-        self._pending_acks[subscription_key(subscription)] = subscription
+        """Subscribe once per connection (the initial pass and `update_coins` may overlap)."""
+        key = subscription_key(subscription)
+        if key in self._sent:
+            return
+        self._sent.add(key)
+        self._pending_acks[key] = subscription
         await self._send({"method": "subscribe", "subscription": subscription})
 
     async def _subscribe_and_backfill(self, last_seen: dict[str, int]) -> None:
+        """Subscribe everything, then backfill over REST the coins the replay did not cover.
+
+        The first `trades` message of a subscription replays the coin's latest trades; when its
+        oldest trade is no newer than the last one seen before the drop, nothing was missed and
+        the coin costs no REST weight. Only the others (busy coins, long drops) are fetched; a
+        coin never seen before (nothing to be missing relative to) has only its replay.
+        """
         for subscription in self.subscriptions:
             await self._subscribe(subscription)
         if self.backfill is None:
             return
-        for coin in list(self.coins):
-            await self._backfill_coin(coin, last_seen.get(coin))
+        waiting = [c for c in self.coins if c in last_seen]
+        deadline = time.monotonic() + self.replay_wait
+        while any(c not in self._replay_oldest for c in waiting) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for coin in waiting:
+            seen = last_seen[coin]
+            if self._replay_oldest.get(coin, seen + 1) <= seen:
+                continue  # the replay reached back to the last trade seen
+            await self._backfill_coin(coin, seen)
 
-    async def _backfill_coin(self, coin: str, last_seen_ms: int | None) -> None:
+    async def _backfill_coin(self, coin: str, last_seen_ms: int) -> None:
         assert self.backfill is not None
         try:
             recent = await self.backfill(coin)
         except HyperfluxError as exc:
-            if last_seen_ms is not None:
-                self._record_gap(Gap(coin, last_seen_ms, _now_ms(), f"backfill failed: {exc}"))
+            self._record_gap(Gap(coin, last_seen_ms, _now_ms(), f"backfill failed: {exc}"))
             return
         fresh = self._deliver(recent)
         self.stats.backfilled += len(fresh)
-        if recent and last_seen_ms is not None:
+        if recent:
             oldest = min(t.time_ms for t in recent)
             if oldest > last_seen_ms:
                 self._record_gap(Gap(coin, last_seen_ms, oldest, "recentTrades did not reach back"))
@@ -320,7 +346,10 @@ class MarketStream:
             return
         self._last_data = time.monotonic()
         if isinstance(message, TradesMessage):
-            self._deliver(message.trades)
+            trades = message.trades
+            if trades and trades[0].coin not in self._replay_oldest:
+                self._replay_oldest[trades[0].coin] = min(t.time_ms for t in trades)
+            self._deliver(trades)
         elif isinstance(message, SubscriptionAck):
             self._pending_acks.pop(message.key, None)
         elif isinstance(message, ErrorMessage):

@@ -229,3 +229,43 @@ def test_fuzzed_frames_never_raise_and_good_trades_pass(good_count, bad, garbage
     garbage_rejected = len(quarantined) - len(bad)
     assert garbage_rejected == 0 if garbage is None else garbage_rejected in (0, 1)
     assert all(reason and "\n" not in reason for _, reason in quarantined)
+
+
+async def test_overlapping_subscription_updates_never_subscribe_twice(simulator, tmp_path):
+    sim = await simulator(**QUIET)
+    stream = stream_for(sim, Collected(), tmp_path, coins=[])
+    async with running(stream):
+        await wait_for(lambda: stream.connected)
+        await asyncio.gather(
+            stream.update_coins(["BTC", "ETH"]), stream.update_coins(["BTC", "ETH", "SOL"])
+        )
+        await wait_for(lambda: not stream.unacknowledged)
+        await asyncio.sleep(0.3)
+    assert stream.stats.errors == 0
+    assert not sim.ledger.ws_errors_sent
+
+
+async def test_a_reconnect_the_replay_covers_costs_no_rest_weight(simulator, tmp_path):
+    sim = await simulator(replay_trades=30, **QUIET)
+    collected = Collected()
+    async with InfoClient(sim.url) as client:
+        stream = stream_for(
+            sim,
+            collected,
+            tmp_path,
+            coins=["BTC", "ETH"],
+            backfill=HyperliquidInfo(client).recent_trades,
+        )
+        async with running(stream):
+            await wait_for(lambda: stream.connected and not stream.unacknowledged)
+            sim.burst("BTC", 5)
+            sim.burst("ETH", 5)
+            await wait_for(lambda: len(collected.trades) == 10)
+            before = sim.ledger.rest_requests["recentTrades"]
+            await sim.disconnect_all(abrupt=True)
+            sim.burst("BTC", 3)  # while disconnected: within the 30 trades replayed
+            await wait_for(lambda: stream.stats.reconnects == 1 and len(collected.trades) == 13)
+            await asyncio.sleep(0.5)
+    assert sim.ledger.rest_requests["recentTrades"] == before
+    assert set(collected.keys()) == sim.ledger.trade_keys()
+    assert stream.gaps == []

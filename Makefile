@@ -9,12 +9,20 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 ARGS ?=
+DEMO_PORT ?= 8090
 
-.PHONY: run test bench lint format influxd venv clean
+.PHONY: run demo test bench lint format influxd venv clean
 
 run: $(RUNTIME)
 	@[ -n "$$HYPERFLUX_INFLUX_URL" ] || $(MAKE) --no-print-directory influxd || true
 	$(BIN)/python main.py run $(ARGS)
+
+# The collector against the local Hyperliquid simulator (tests/simulator), into its own database.
+demo: $(DEV) influxd
+	@$(BIN)/python -m tests.simulator --port $(DEMO_PORT) --rate 50 & sim=$$!; \
+	trap 'kill $$sim 2>/dev/null' EXIT INT TERM; sleep 1; \
+	HYPERFLUX_HL_API_URL=http://127.0.0.1:$(DEMO_PORT) HYPERFLUX_HL_WS_URL=ws://127.0.0.1:$(DEMO_PORT)/ws \
+	HYPERFLUX_INFLUX_DB=hyperflux_demo HYPERFLUX_DATA_DIR=data/demo $(BIN)/python main.py run $(ARGS)
 
 test: $(DEV) influxd
 	$(BIN)/python -m pytest $(ARGS)

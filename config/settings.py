@@ -60,6 +60,13 @@ def _no_bool(value: Any) -> Any:
     return value
 
 
+def _shard(value: str) -> str:
+    index, _, count = value.strip().partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise ValueError("not i/N with 0 <= i < N")
+    return f"{int(index)}/{int(count)}"
+
+
 def _http_url(value: str) -> str:
     return check_url(value, HTTP_SCHEMES)
 
@@ -184,6 +191,27 @@ class Settings(BaseSettings):
         BeforeValidator(parse_addresses),
         Expect("a comma list of 0x addresses with 40 hex digits"),
     ] = ["0x2e3d94f0562703b25c83308a05046ddaf9a8dd14"]
+
+    jobs_asset_ctx_interval: PositiveSeconds = 10.0
+    jobs_hlp_interval: PositiveSeconds = 60.0
+    jobs_universe_interval: PositiveSeconds = 3600.0
+    jobs_positions_share: Annotated[
+        float,
+        Field(gt=0, le=1),
+        BeforeValidator(_no_bool),
+        Expect("a fraction above 0 and at most 1, such as 0.7"),
+    ] = 0.7
+    jobs_inactive_days: Annotated[
+        float, Field(gt=0), BeforeValidator(_no_bool), Expect("a number of days greater than 0")
+    ] = 7.0
+    jobs_shard: Annotated[
+        str, AfterValidator(_shard), Expect("i/N with 0 <= i < N, such as 0/1 or 2/3")
+    ] = "0/1"
+    jobs_market_data: Annotated[
+        Literal["auto", "on", "off"],
+        BeforeValidator(_on_off),
+        Expect("one of auto (only shard 0), on, off"),
+    ] = "auto"
 
     log_level: Annotated[
         Literal["DEBUG", "INFO", "WARNING", "ERROR"],

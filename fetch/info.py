@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
+from fetch.rate_limit import Budget
 from fetch.rest import InfoClient
 from utils.errors import HyperfluxError
 from utils.quarantine import Quarantine
@@ -45,12 +46,19 @@ class InvalidPayloadError(HyperfluxError):
 
 
 class HyperliquidInfo:
-    def __init__(self, client: InfoClient, quarantine: Quarantine | None = None) -> None:
+    def __init__(
+        self,
+        client: InfoClient,
+        quarantine: Quarantine | None = None,
+        budget: Budget | None = None,
+    ) -> None:
+        """`budget`: a share of the client's budget (`client.budget.limited(...)`) for a job."""
         self.client = client
         self.quarantine = quarantine
+        self.budget = budget
 
     async def _get(self, payload: dict[str, Any]) -> bytes:
-        return await self.client.post(payload)
+        return await self.client.post(payload, budget=self.budget)
 
     def _keep(self, info_type: str, rejected: Sequence[Rejected]) -> None:
         if self.quarantine is not None:

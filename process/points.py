@@ -44,12 +44,14 @@ from db.schema import (
     HLP_EQUITY,
     HLP_POSITIONS,
     LIQUIDATIONS,
+    PIPELINE_HEALTH,
     POSITIONS,
     TRADE_GAPS,
     TRADES,
 )
 from db.timestamps import NS_PER_MS, TimestampAllocator
 from process.liquidations import LiquidationEvent
+from utils.metrics import Sample
 from validate import AssetCtx, ClearinghouseState, Position, Trade
 
 _TRADES = TRADES.name
@@ -59,6 +61,7 @@ _POSITIONS = POSITIONS.name
 _HLP_POSITIONS = HLP_POSITIONS.name
 _HLP_EQUITY = HLP_EQUITY.name
 _TRADE_GAPS = TRADE_GAPS.name
+_PIPELINE_HEALTH = PIPELINE_HEALTH.name
 
 
 class GapRecord(Protocol):
@@ -261,6 +264,22 @@ class PointBuilder:
         """
         fields = {"after_ms": gap.after_ms, "before_ms": gap.before_ms, "reason": gap.reason}
         return encode_point(_TRADE_GAPS, {"coin": gap.coin}, fields, gap.after_ms * NS_PER_MS)
+
+    def health(self, samples: Iterable[Sample], time_ms: int) -> list[str]:
+        """`pipeline_health`: one point per component, one float field per figure.
+
+        Unlabelled samples belong to component "pipeline"; a labelled one to its label values
+        (e.g. job=positions -> "positions"), so the tag stays a small bounded set.
+        """
+        components: dict[str, dict[str, float]] = {}
+        for sample in samples:
+            component = "/".join(sample.labels[k] for k in sorted(sample.labels)) or "pipeline"
+            components.setdefault(component, {})[sample.name] = float(sample.value)
+        time_ns = time_ms * NS_PER_MS
+        return [
+            encode_point(_PIPELINE_HEALTH, {"component": component}, fields, time_ns)
+            for component, fields in sorted(components.items())
+        ]
 
 
 def _side(position: Position) -> str | None:

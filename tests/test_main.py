@@ -51,16 +51,24 @@ def test_check_fails_with_a_clear_line_when_influxdb_is_down(tmp_path):
         HYPERFLUX_INFLUX_PASSWORD="do-not-print-me",
     )
     assert result.returncode == 1
-    assert "FAIL influxdb   InfluxDB at http://127.0.0.1:1 is not reachable" in result.stdout
+    assert "FAIL influxdb    InfluxDB at http://127.0.0.1:1 is not reachable" in result.stdout
     assert "do-not-print-me" not in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_check_passes_against_a_running_server(influxd, tmp_path):
-    result = main("check", HYPERFLUX_DATA_DIR=str(tmp_path), HYPERFLUX_INFLUX_URL=influxd.url)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "ok   influxdb   InfluxDB 1.6.7" in result.stdout
-    assert "ok   database   'hyperliquid' ready" in result.stdout
+def test_check_reports_each_part_on_its_own_line(influxd, tmp_path):
+    result = main(
+        "check",
+        HYPERFLUX_DATA_DIR=str(tmp_path),
+        HYPERFLUX_INFLUX_URL=influxd.url,
+        HYPERFLUX_HL_API_URL="http://127.0.0.1:1",
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1].startswith("ok   influxdb    InfluxDB 1.6.7")
+    assert lines[2].startswith("ok   database    'hyperliquid' ready")
+    assert lines[3].startswith("FAIL hyperliquid ")
+    assert "HYPERFLUX_HL_API_URL" in lines[3]
 
 
 def test_spool_command_reports_waiting_points(tmp_path):

@@ -152,6 +152,9 @@ def setup_logging(level: str = "INFO", fmt: str = "auto", stream: IO[str] | None
     _handler = handler
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # "skipped: maximum number of running instances reached" is how max_instances=1 works for a
+    # job slower than its interval (the positions poller waits on its budget share): not news.
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
 
 
 def _formatter(fmt: str, stream: IO[str]) -> logging.Formatter:

@@ -1,0 +1,247 @@
+"""The running collector: every job wired to its source, the one writer, the scheduler, metrics.
+
+The Hyperliquid side comes in as `Sources` built by main.py (process/ does not import fetch/).
+On entry: restore the timestamp slots of recent trades from InfluxDB (a replay after a restart
+overwrites itself), restore the address registry, subscribe the universe, start the stream and
+the periodic jobs and the metrics endpoint. On exit: stop the jobs and the stream, flush the
+registry; the caller's storage context then flushes or spools every point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from config import Settings
+from db.queries import rfc3339_ns
+from db.reader import AsyncInfluxReader
+from db.storage import Storage
+from process.jobs import (
+    AssetCtxJob,
+    HlpJob,
+    MarketSource,
+    PositionsJob,
+    TradeSink,
+    UniverseJob,
+    now_ms,
+)
+from process.liquidations import LiquidationDetector
+from process.points import GapRecord, PointBuilder
+from process.poll_scheduler import PollScheduler
+from process.registry import AddressRegistry
+from process.scheduling import JobRunner
+from process.shard import Shard
+from utils.metrics import MetricsServer, Sample, status_line
+from validate import Trade
+
+log = logging.getLogger(__name__)
+
+HEALTH_EVERY = 30.0
+REGISTRY_FLUSH_EVERY = 5.0
+EXPIRE_EVERY = 3600.0
+UNIVERSE_CHECK_EVERY = 60.0
+STATUS_FIELDS = (
+    "trades_total",
+    "liquidations_total",
+    "points_written_total",
+    "points_spooled_total",
+    "spool_points",
+    "trade_lag_seconds",
+    "positions_polled_total",
+    "addresses_tracked",
+    "quarantined_total",
+    "ws_reconnects_total",
+    "hl_weight_last_60s",
+)
+
+
+class Stream(Protocol):
+    """What the collector needs of the WebSocket supervisor (`fetch.ws.MarketStream`)."""
+
+    async def run(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def update_coins(self, coins: Iterable[str]) -> None: ...
+
+    def seed_last_trade(self, coin: str, time_ms: int) -> None: ...
+
+
+TradeHandler = Callable[[list[Trade]], None]
+GapHandler = Callable[[GapRecord], None]
+
+
+@dataclass
+class Sources:
+    info: MarketSource  # the shared REST budget
+    positions_info: MarketSource  # the positions job's share of it
+    vaults: Mapping[str, str]  # HLP parent and children: address -> name
+    liquidators: frozenset[str]
+    open_stream: Callable[[TradeHandler, GapHandler, bool], Stream]  # (.., .., backfill)
+    samples: Callable[[], list[Sample]]  # the fetch side's figures
+    quarantined: Callable[[], int]
+    rest_polls_per_minute: float  # clearinghouseState calls the positions share allows
+
+
+class Collector:
+    def __init__(self, settings: Settings, storage: Storage, sources: Sources) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.sources = sources
+        self.writer = storage.writer
+        self.shard = Shard.parse(settings.jobs_shard)
+        mode = settings.jobs_market_data
+        self.market_data = mode == "on" or (mode == "auto" and self.shard.is_primary)
+        self.builder = PointBuilder()
+        self.registry = AddressRegistry(settings.data_dir / "addresses.sqlite")
+        self.positions = PositionsJob(
+            sources.positions_info,
+            self.builder,
+            self.writer,
+            self.registry,
+            PollScheduler(rate_per_min=sources.rest_polls_per_minute),
+            self.shard,
+            skip=frozenset(sources.vaults),
+            batch=max(1, math.ceil(sources.rest_polls_per_minute / 60)) + 1,
+        )
+        self.detector = LiquidationDetector(sources.liquidators, self.positions.positions_of)
+        self.sink = TradeSink(
+            self.builder,
+            self.writer,
+            self.detector,
+            discover=self.positions.discover,
+            store=self.market_data,
+        )
+        self.asset_ctx = AssetCtxJob(sources.info, self.builder, self.writer)
+        self.hlp = HlpJob(sources.info, self.builder, self.writer, lambda: sources.vaults)
+        self.stream: Stream | None = None
+        self.universe: UniverseJob | None = None
+        self._stream_task: asyncio.Task[None] | None = None
+        self.runner = JobRunner()
+        self.metrics = MetricsServer(self.samples, settings.metrics_port)
+
+    def describe(self) -> str:
+        what = "market data and positions" if self.market_data else "positions only"
+        return f"shard {self.shard}, {what}, {len(self.registry)} known addresses"
+
+    async def __aenter__(self) -> Collector:
+        self.positions.restore()
+        await self._restore_trade_slots()
+        runner = self.runner
+        # Every shard follows the trade stream: it is how addresses are discovered. Only the
+        # shard that stores market data backfills it (recentTrades costs REST weight).
+        self.stream = self.sources.open_stream(self.sink, self.sink.gap, self.market_data)
+        configured = list(self.settings.coins)
+        self.universe = UniverseJob(
+            self.sources.info,
+            self.stream,
+            configured,
+            refresh_every=self.settings.jobs_universe_interval,
+            coins=configured,
+        )
+        await self.stream.update_coins(configured)  # empty: the universe job fills it in
+        await self._seed_stream()
+        self._stream_task = asyncio.create_task(self._run_stream(), name="trade-stream")
+        runner.add("universe", self.universe, UNIVERSE_CHECK_EVERY)
+        if self.market_data:
+            runner.add("asset_ctx", self.asset_ctx, self.settings.jobs_asset_ctx_interval)
+            runner.add("hlp", self.hlp, self.settings.jobs_hlp_interval)
+        runner.add("positions", self.positions, 1.0)
+        runner.add("registry_flush", self._flush_registry, REGISTRY_FLUSH_EVERY, start_now=False)
+        runner.add("expire", self._expire, EXPIRE_EVERY)
+        runner.add("health", self._health, HEALTH_EVERY, start_now=False)
+        runner.start()
+        self.metrics.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.shutdown()
+        if self.stream is not None:
+            await self.stream.stop()
+        if self._stream_task is not None:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._stream_task, 5)
+        self.registry.flush()
+        self.registry.close()
+        self.metrics.stop()
+        log.info("status at stop: %s", status_line(self.samples(), STATUS_FIELDS))
+
+    async def _run_stream(self) -> None:
+        assert self.stream is not None
+        while True:  # the stream reconnects by itself; this only survives a bug in it
+            try:
+                await self.stream.run()
+                return
+            except Exception:
+                log.exception("the trade stream failed; restarting it in 5 s")
+                await asyncio.sleep(5)
+
+    async def _restore_trade_slots(self) -> None:
+        """After a restart: the timestamp slots of the trades InfluxDB holds for the allocator's
+        window (a replayed trade then overwrites itself), and each coin's newest stored trade
+        (so the stream can tell what the downtime may have missed)."""
+        allocator = self.builder.allocator
+        start = rfc3339_ns((now_ms() - allocator.window_ms) * 1_000_000)
+        async with AsyncInfluxReader(self.storage.target) as reader:
+            recent = await reader.rows(
+                'SELECT "tid", "coin", "side" FROM "trades" WHERE time >= $start',
+                {"start": start},
+            )
+            newest = await reader.rows('SELECT LAST("tid") FROM "trades" GROUP BY "coin"')
+        for row in recent:
+            allocator.seed(("trades", row["coin"], row["side"]), row["time"], row["tid"])
+        self._last_trades = {row["coin"]: row["time"] // 1_000_000 for row in newest}
+        if recent:
+            log.info("restored the timestamp slots of %d recent trades", len(recent))
+
+    async def _seed_stream(self) -> None:
+        assert self.stream is not None
+        for coin, time_ms in self._last_trades.items():
+            self.stream.seed_last_trade(coin, time_ms)
+
+    async def _flush_registry(self) -> None:
+        self.registry.flush()
+
+    async def _expire(self) -> None:
+        gone = self.positions.expire(round(self.settings.jobs_inactive_days * 86_400_000))
+        if gone:
+            log.info("%d inactive addresses left the poll set", gone)
+
+    async def _health(self) -> None:
+        samples = self.samples()
+        log.info("status: %s", status_line(samples, STATUS_FIELDS))
+        self.writer.write(self.builder.health(samples, now_ms()))
+
+    def samples(self) -> list[Sample]:
+        writer, stats, positions = self.writer, self.writer.stats, self.positions
+        quarantined = self.sources.quarantined()
+        out = [
+            Sample("trades_total", "counter", "trades handed to the writer", self.sink.trades),
+            Sample("liquidations_total", "counter", "liquidations found", self.sink.liquidations),
+            Sample("trade_gaps_total", "counter", "trade gaps recorded", self.sink.gaps),
+            Sample(
+                "trade_lag_seconds",
+                "gauge",
+                "exchange time of the newest trade to its hand-over to the writer",
+                self.sink.lag_seconds,
+            ),
+            Sample("points_written_total", "counter", "points InfluxDB took", stats.written),
+            Sample("points_spooled_total", "counter", "points put in the spool", stats.spooled),
+            Sample("points_replayed_total", "counter", "points replayed", stats.replayed),
+            Sample("points_rejected_total", "counter", "points dead-lettered", stats.rejected),
+            Sample("points_dropped_total", "counter", "points lost: spool full", stats.dropped),
+            Sample("write_retries_total", "counter", "failed deliveries", stats.retried),
+            Sample("spool_points", "gauge", "points waiting in the spool", writer.spool.points),
+            Sample("spool_bytes", "gauge", "bytes in the spool", writer.spool.bytes),
+            Sample("pending_points", "gauge", "points not yet sent", writer.pending_points),
+            Sample("positions_polled_total", "counter", "positions polls", positions.polls),
+            Sample("positions_failed_total", "counter", "failed polls", positions.failures),
+            Sample("addresses_tracked", "gauge", "addresses in the poll set", len(self.registry)),
+            Sample("quarantined_total", "counter", "records failing validation", quarantined),
+        ]
+        return out + self.sources.samples() + self.runner.samples()

@@ -1,0 +1,258 @@
+"""The collector's jobs: what happens to new trades, and what each periodic job fetches and writes.
+
+Sources are injected (process/ never imports fetch/): `MarketSource` is satisfied by
+`fetch.info.HyperliquidInfo`, `CoinFollower` by `fetch.ws.MarketStream`. Every job writes
+through the one writer, so batching, retries and the spool apply to all of them alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from process.liquidations import LiquidationDetector
+from process.points import GapRecord, PointBuilder
+from process.poll_scheduler import PollScheduler
+from process.registry import AddressRegistry, summarize
+from process.shard import Shard
+from utils.errors import HyperfluxError
+from validate import AssetCtx, ClearinghouseState, Meta, Position, Trade
+
+log = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class PointSink(Protocol):
+    def write(self, lines: Iterable[str]) -> None: ...
+
+
+class MarketSource(Protocol):
+    async def meta(self) -> Meta: ...
+
+    async def meta_and_asset_ctxs(self) -> tuple[Meta, list[AssetCtx]]: ...
+
+    async def clearinghouse_state(self, user: str) -> ClearinghouseState: ...
+
+
+class CoinFollower(Protocol):
+    async def update_coins(self, coins: Iterable[str]) -> None: ...
+
+
+@dataclass
+class TradeSink:
+    """Every batch of new (deduplicated, validated) trades: points, liquidations, discovery.
+
+    With `store` False (a shard that leaves market data to shard 0) trades only feed address
+    discovery and the poller's hints; nothing is written.
+    """
+
+    builder: PointBuilder
+    writer: PointSink
+    detector: LiquidationDetector
+    discover: Callable[[list[Trade], int], None] | None = None
+    store: bool = True
+    trades: int = 0
+    liquidations: int = 0
+    gaps: int = 0
+    lag_seconds: float = 0.0  # exchange time of the newest trade to hand-over, last batch
+
+    def __call__(self, trades: list[Trade]) -> None:
+        now = now_ms()
+        self.trades += len(trades)
+        if self.store:
+            lines = self.builder.trades(trades)
+            events = self.detector.detect(trades)
+            if events:
+                lines += self.builder.liquidations(events)
+                self.liquidations += len(events)
+            self.writer.write(lines)
+            self.lag_seconds = max(0.0, (now - max(t.time_ms for t in trades)) / 1000)
+        if self.discover is not None:
+            self.discover(trades, now)
+
+    def gap(self, gap: GapRecord) -> None:
+        self.gaps += 1
+        if self.store:
+            self.writer.write([self.builder.gap(gap)])
+
+
+@dataclass
+class AssetCtxJob:
+    """Every `asset_ctx` interval: funding, open interest and prices of every perp."""
+
+    source: MarketSource
+    builder: PointBuilder
+    writer: PointSink
+    marks: dict[str, float] = field(default_factory=dict)
+    listed: list[str] = field(default_factory=list)
+
+    async def __call__(self) -> None:
+        meta, ctxs = await self.source.meta_and_asset_ctxs()
+        self.writer.write(self.builder.asset_ctxs(ctxs, now_ms()))
+        self.marks = {c.coin: float(c.mark_px) for c in ctxs}
+        self.listed = [a.name for a in meta.universe if not a.is_delisted]
+
+
+@dataclass
+class UniverseJob:
+    """Every `refresh_every` s: new listings join the trade subscriptions, delisted coins leave.
+
+    Call it often (every minute): it refreshes only when the last refresh is that old, so a
+    failed first refresh (Hyperliquid unreachable at start) is retried soon.
+    """
+
+    source: MarketSource
+    stream: CoinFollower
+    configured: list[str]
+    refresh_every: float = 3600.0
+    coins: list[str] = field(default_factory=list)
+    refreshed_at: float | None = None  # monotonic time of the last successful refresh
+
+    async def __call__(self) -> None:
+        if self.refreshed_at is not None and (
+            time.monotonic() - self.refreshed_at < self.refresh_every
+        ):
+            return
+        meta = await self.source.meta()
+        self.refreshed_at = time.monotonic()
+        listed = [a.name for a in meta.universe if not a.is_delisted]
+        wanted = [c for c in self.configured if c in listed] if self.configured else listed
+        missing = sorted(set(self.configured) - set(listed))
+        if missing:
+            log.warning("configured coins not listed as perps (ignored): %s", ", ".join(missing))
+        if wanted != self.coins:
+            self.coins = wanted
+            await self.stream.update_coins(wanted)
+
+
+@dataclass
+class HlpJob:
+    """Every minute: the positions and equity of the HLP parent and child vaults."""
+
+    source: MarketSource
+    builder: PointBuilder
+    writer: PointSink
+    vaults: Callable[[], Mapping[str, str]]  # address -> name
+    held: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+
+    async def __call__(self) -> None:
+        failures = []
+        for address, name in self.vaults().items():
+            try:
+                state = await self.source.clearinghouse_state(address)
+            except HyperfluxError as exc:
+                failures.append(f"{name}: {exc}")
+                continue
+            held = _held(state.positions)
+            closed = self.held.get(address, set()) - held
+            self.held[address] = held
+            self.writer.write(self.builder.hlp(name, state, now_ms(), closed=closed))
+        if failures:
+            raise HyperfluxError(f"HLP vaults not read: {'; '.join(failures)}")
+
+
+@dataclass
+class PositionsJob:
+    """Polls the addresses the scheduler picks, under its share of the REST budget.
+
+    Each address is written as soon as its answer arrives (partial results are kept); a failing
+    address backs off. `latest` keeps every tracked address's open positions for the market
+    liquidation inference.
+    """
+
+    source: MarketSource
+    builder: PointBuilder
+    writer: PointSink
+    registry: AddressRegistry
+    scheduler: PollScheduler
+    shard: Shard
+    skip: frozenset[str] = frozenset()
+    batch: int = 8
+    polls: int = 0
+    failures: int = 0
+    latest: dict[str, dict[str, Position]] = field(default_factory=dict)
+
+    def restore(self) -> None:
+        """Schedule every address the registry kept from earlier runs."""
+        for state in self.registry.states():
+            self.scheduler.add(
+                state.address,
+                last_polled_ms=state.last_poll_ms,
+                notional_usd=state.notional_usd or 0.0,
+                min_liq_distance=state.min_liq_distance,
+                typical_usd=state.typical_usd,
+                retry_at_ms=state.next_allowed_ms,
+            )
+
+    def discover(self, trades: list[Trade], time_ms: int) -> None:
+        """Traders of this shard join the registry and the schedule; a trade is a hint that
+        the trader's position changed by its notional (the poller moves it up)."""
+        traded: dict[str, float] = {}
+        skip, owns = self.skip, self.shard.owns
+        for trade in trades:
+            notional = float(trade.px * trade.sz)
+            for address in (trade.buyer, trade.seller):
+                if address not in skip and owns(address):
+                    traded[address] = traded.get(address, 0.0) + notional
+        for address in self.registry.observe(traded, time_ms):
+            self.scheduler.add(address)
+        for address, notional in traded.items():
+            self.scheduler.note_traded(address, time_ms, notional)
+
+    def expire(self, inactive_ms: int) -> int:
+        gone = self.registry.expire_addresses(now_ms(), inactive_ms)
+        for address in gone:
+            self.scheduler.discard(address)
+            self.latest.pop(address, None)
+        return len(gone)
+
+    def positions_of(self, address: str) -> Mapping[str, Position]:
+        return self.latest.get(address, {})
+
+    async def __call__(self) -> None:
+        addresses = self.scheduler.next_batch(now_ms(), self.batch)
+        if addresses:
+            await asyncio.gather(*(self._poll(a) for a in addresses))
+
+    async def _poll(self, address: str) -> None:
+        try:
+            state = await self.source.clearinghouse_state(address)
+        except HyperfluxError as exc:
+            self.failures += 1
+            retry_at = self.registry.record_failure(address, now_ms())
+            self.scheduler.note_failed(address, now_ms(), retry_at)
+            log.debug("positions of %s not read: %s", address, exc)
+            return
+        except BaseException:
+            self.scheduler.release(address)
+            raise
+        polled = now_ms()
+        summary = summarize(state)
+        closed = self.registry.record_poll(
+            address,
+            polled,
+            notional_usd=summary.notional_usd,
+            min_liq_distance=summary.min_liq_distance,
+            positions=summary.positions,
+        )
+        self.scheduler.note_polled(address, polled, summary.notional_usd, summary.min_liq_distance)
+        open_positions = {p.coin: p for p in state.positions if p.szi != 0}
+        if open_positions:
+            self.latest[address] = open_positions
+        else:
+            self.latest.pop(address, None)
+        self.polls += 1
+        lines = self.builder.positions(address, state, polled, closed=closed)
+        if lines:
+            self.writer.write(lines)
+
+
+def _held(positions: Iterable[Position]) -> set[tuple[str, str]]:
+    return {(p.coin, "long" if p.szi > 0 else "short") for p in positions if p.szi != 0}

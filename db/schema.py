@@ -71,14 +71,76 @@ HLP_POSITIONS = Measurement(
 ORDER_FLOW = Measurement(
     "order_flow",
     tags=("coin",),
-    fields=("buy_notional", "sell_notional", "buy_count", "sell_count", "delta"),
-    description="1-minute order-flow bars stamped at bar start (USD notional)",
+    fields=(
+        "buy_notional",
+        "sell_notional",
+        "buy_count",
+        "sell_count",
+        "delta",
+        "long_liq_notional",
+        "short_liq_notional",
+    ),
+    description="1-minute order-flow bars stamped at bar start (USD notional; taker side); "
+    "liquidation notional per liquidated side",
+)
+CVD = Measurement(
+    "cvd",
+    tags=("coin", "window"),
+    fields=("buy_notional", "sell_notional", "cvd", "buy_pct"),
+    description="rolling taker buy/sell notional over the window ending at the point's time; "
+    "cvd = buy - sell (USD), buy_pct = buy / (buy + sell) * 100",
 )
 LIQ_HEATMAP = Measurement(
     "liq_heatmap",
     tags=("coin", "bucket"),
-    fields=("price_low", "price_high", "long_liq_usd", "short_liq_usd"),
-    description="estimated liquidation notional by price bucket, from tracked positions",
+    fields=(
+        "price_low",
+        "price_high",
+        "long_liq_usd",
+        "short_liq_usd",
+        "long_count",
+        "short_count",
+        "mid_px",
+        "tracked_oi_usd",
+        "open_interest_usd",
+        "tracked_share",
+    ),
+    description="ESTIMATE of liquidation notional by price bucket around the mid, from the "
+    "tracked positions only; tracked_share = tracked open interest / total open interest",
+)
+POSITIONING = Measurement(
+    "positioning",
+    tags=("coin",),
+    fields=(
+        "long_notional",
+        "short_notional",
+        "ls_ratio",
+        "long_traders",
+        "short_traders",
+        "long_avg_entry",
+        "short_avg_entry",
+        "top10_share",
+        "funding",
+        "open_interest_usd",
+        "tracked_share",
+    ),
+    description="positioning of the tracked addresses per coin: notional and trader counts per "
+    "side, notional-weighted entry, share of the 10 largest positions, funding, open interest",
+)
+GLOBAL_METRICS = Measurement(
+    "global_metrics",
+    tags=(),
+    fields=(
+        "long_notional",
+        "short_notional",
+        "ls_ratio",
+        "traders",
+        "open_interest_usd",
+        "tracked_share",
+        "day_ntl_vlm",
+    ),
+    description="market-wide totals over every perp (tracked positions; exchange open interest "
+    "and 24 h volume)",
 )
 
 HLP_EQUITY = Measurement(
@@ -122,7 +184,10 @@ MEASUREMENTS = {
         HLP_POSITIONS,
         HLP_EQUITY,
         ORDER_FLOW,
+        CVD,
         LIQ_HEATMAP,
+        POSITIONING,
+        GLOBAL_METRICS,
         CANDLES,
         FUNDING,
         TRADE_GAPS,

@@ -14,16 +14,24 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
+
+import pandas as pd
 
 from db.schema import (
     ASSET_CTX,
     CANDLES,
+    CVD,
     FUNDING,
+    GLOBAL_METRICS,
+    HLP_POSITIONS,
+    LIQ_HEATMAP,
     LIQUIDATIONS,
     ORDER_FLOW,
+    POSITIONING,
+    POSITIONS,
     TRADES,
     Measurement,
 )
@@ -112,7 +120,8 @@ class Param:
     """One parameter of a named query.
 
     `bind_as` names the `$placeholder` it fills (default: its own name); `convert` turns the
-    validated value into the bound value (e.g. hours -> RFC3339 start).
+    validated value into the bound value (e.g. hours -> RFC3339 start). A parameter with
+    `bind=False` never reaches InfluxDB: it goes to the query's `transform` (e.g. top n).
     """
 
     name: str
@@ -125,6 +134,7 @@ class Param:
     max_length: int = 100
     bind_as: str | None = None
     convert: Callable[[Any], Any] | None = None
+    bind: bool = True
 
     @property
     def required(self) -> bool:
@@ -172,6 +182,10 @@ class NamedQuery:
     description: str
     example: str
     columns: tuple[str, ...] = ()
+    ints: tuple[str, ...] = ()
+    """Columns that are integers; every other numeric column is returned as float."""
+    transform: Callable[[pd.DataFrame, Mapping[str, Any]], pd.DataFrame] | None = None
+    """Applied to the frame with the unbound parameters (rows InfluxQL cannot reduce)."""
     _by_name: dict[str, Param] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -182,7 +196,7 @@ class NamedQuery:
         if reserved := _RESERVED_PARAM_NAMES & set(self._by_name):
             raise ValueError(f"query {self.name!r}: reserved parameter names {sorted(reserved)}")
         placeholders = set(_PLACEHOLDER.findall(self.influxql))
-        bound = {p.placeholder for p in self.params}
+        bound = {p.placeholder for p in self.params if p.bind}
         if placeholders != bound:
             raise ValueError(
                 f"query {self.name!r}: $placeholders {sorted(placeholders)} "
@@ -194,12 +208,17 @@ class NamedQuery:
 
     def bind(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Validated bound parameters for `given` keyword arguments; InfluxQueryError otherwise."""
+        return self.resolve(given)[0]
+
+    def resolve(self, given: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(bound parameters, unbound options) for `given`; InfluxQueryError when invalid."""
         allowed = f"allowed: {self.signature()}"
         if unknown := sorted(set(given) - set(self._by_name)):
             raise InfluxQueryError(
                 f"query {self.name!r}: unknown parameter {', '.join(unknown)}; {allowed}"
             )
         bound: dict[str, Any] = {}
+        options: dict[str, Any] = {}
         for param in self.params:
             if param.name in given:
                 try:
@@ -214,8 +233,18 @@ class NamedQuery:
                 )
             else:
                 value = param.default
+            if not param.bind:
+                options[param.name] = value
+                continue
             bound[param.placeholder] = param.convert(value) if param.convert else value
-        return bound
+        return bound, options
+
+    def finish(self, frame: pd.DataFrame, options: Mapping[str, Any]) -> pd.DataFrame:
+        """Whole-number floats come back from InfluxDB's JSON as ints: restore the floats."""
+        for column in frame.columns:
+            if column not in self.ints and pd.api.types.is_integer_dtype(frame[column]):
+                frame[column] = frame[column].astype("float64")
+        return self.transform(frame, options) if self.transform else frame
 
 
 QUERIES: dict[str, NamedQuery] = {}
@@ -264,6 +293,7 @@ def coin_window(measurement: Measurement, example: str) -> NamedQuery:
         description=f"{measurement.description[0].upper()}{measurement.description[1:]}.",
         example=example,
         columns=measurement.columns,
+        ints=measurement.ints,
     )
 
 
@@ -313,6 +343,140 @@ register(
         "volume in base units.",
         example='read_from_influx("candles", asset="BTC", hours=48, interval="1h")',
         columns=CANDLES.columns,
+        ints=CANDLES.ints,
     )
 )
 register(coin_window(FUNDING, 'read_from_influx("funding", asset="ETH", hours=168)'))
+
+
+CVD_WINDOWS = ("1m", "5m", "15m", "1h")
+
+
+def minutes_ago(minutes: float) -> str:
+    return hours_ago(minutes / 60)
+
+
+def recent(default_minutes: float = 20.0) -> Param:
+    """`minutes` back from now (the staleness cutoff of position snapshots), bound as `$start`."""
+    return Param(
+        "minutes",
+        float,
+        default=default_minutes,
+        description="only snapshots newer than this many minutes",
+        minimum=1e-3,
+        maximum=10_080.0,
+        bind_as="start",
+        convert=minutes_ago,
+    )
+
+
+def latest_per_address(frame: pd.DataFrame, options: Mapping[str, Any]) -> pd.DataFrame:
+    """Each address's position from its latest poll; closed ones (szi = 0) are dropped.
+
+    A poll that flipped long to short wrote a closing point and an opening one in the same
+    millisecond, so the whole latest millisecond counts, not only its last point.
+    """
+    if frame.empty:
+        return frame
+    poll_ms = frame.index.asi8 // 1_000_000
+    latest = (
+        pd.Series(poll_ms, index=frame.index).groupby(frame["address"].to_numpy()).transform("max")
+    )
+    keep = (poll_ms == latest.to_numpy()) & (frame["szi"].to_numpy() != 0)
+    result = frame[keep].sort_values("size_usd", ascending=False)
+    n = options.get("n")
+    return result.head(n) if n else result
+
+
+def latest_snapshot(frame: pd.DataFrame, options: Mapping[str, Any]) -> pd.DataFrame:
+    """Only the newest run's points (an engine writes a whole snapshot at one time)."""
+    return frame if frame.empty else frame[frame.index == frame.index.max()]
+
+
+register(
+    replace(
+        coin_window(ASSET_CTX, 'read_from_influx("asset_history", asset="BTC", hours=24)'),
+        name="asset_history",
+    )
+)
+register(
+    NamedQuery(
+        name="latest_positions",
+        influxql=f'{POSITIONS.select()} WHERE "coin" = $asset AND time >= $start',
+        params=(asset(), recent()),
+        description="Each tracked address's latest open position in one coin (largest first).",
+        example='read_from_influx("latest_positions", asset="BTC", minutes=20)',
+        columns=POSITIONS.columns,
+        ints=POSITIONS.ints,
+        transform=latest_per_address,
+    )
+)
+register(
+    NamedQuery(
+        name="whales",
+        influxql=f'{POSITIONS.select()} WHERE "coin" = $asset AND time >= $start',
+        params=(
+            asset(),
+            recent(),
+            Param(
+                "n", int, default=20, description="how many", minimum=1, maximum=1000, bind=False
+            ),
+        ),
+        description="The n largest open positions in one coin, from the latest polls.",
+        example='read_from_influx("whales", asset="ETH", n=10)',
+        columns=POSITIONS.columns,
+        ints=POSITIONS.ints,
+        transform=latest_per_address,
+    )
+)
+register(
+    NamedQuery(
+        name=CVD.name,
+        influxql=f'{CVD.select()} WHERE "coin" = $asset AND "window" = $window AND time >= $start',
+        params=(
+            asset(),
+            lookback(),
+            Param("window", str, default="5m", description="rolling window", choices=CVD_WINDOWS),
+        ),
+        description=f"{CVD.description[0].upper()}{CVD.description[1:]}.",
+        example='read_from_influx("cvd", asset="BTC", hours=6, window="15m")',
+        columns=CVD.columns,
+        ints=CVD.ints,
+    )
+)
+register(
+    NamedQuery(
+        name=LIQ_HEATMAP.name,
+        influxql=f'{LIQ_HEATMAP.select()} WHERE "coin" = $asset AND time >= $start',
+        params=(asset(), recent(default_minutes=2.0)),
+        description="The newest liquidation heatmap of one coin: an ESTIMATE from tracked "
+        "positions (tracked_share says how much of the open interest they are).",
+        example='read_from_influx("liq_heatmap", asset="BTC")',
+        columns=LIQ_HEATMAP.columns,
+        ints=LIQ_HEATMAP.ints,
+        transform=latest_snapshot,
+    )
+)
+register(
+    NamedQuery(
+        name=GLOBAL_METRICS.name,
+        influxql=f"{GLOBAL_METRICS.select()} WHERE time >= $start",
+        params=(lookback(),),
+        description=f"{GLOBAL_METRICS.description[0].upper()}{GLOBAL_METRICS.description[1:]}.",
+        example='read_from_influx("global_metrics", hours=24)',
+        columns=GLOBAL_METRICS.columns,
+        ints=GLOBAL_METRICS.ints,
+    )
+)
+register(
+    NamedQuery(
+        name=HLP_POSITIONS.name,
+        influxql=f"{HLP_POSITIONS.select()} WHERE time >= $start",
+        params=(lookback(),),
+        description="Positions of the HLP parent and child vaults (tag vault).",
+        example='read_from_influx("hlp_positions", hours=6)',
+        columns=HLP_POSITIONS.columns,
+        ints=HLP_POSITIONS.ints,
+    )
+)
+register(coin_window(POSITIONING, 'read_from_influx("positioning", asset="BTC", hours=24)'))

@@ -18,7 +18,7 @@ import httpx
 import pandas as pd
 
 from db.client import InfluxTarget, parse_query_response, query_request, unreachable_error
-from db.queries import check_bound_params, check_read_only, get_query
+from db.queries import NamedQuery, check_bound_params, check_read_only, get_query
 from db.storage import default_target
 
 EPOCH = "ns"
@@ -36,10 +36,10 @@ def is_select(influxql: str) -> bool:
 
 def prepare_named(
     name: str, params: Mapping[str, Any]
-) -> tuple[str, dict[str, Any], Sequence[str]]:
-    """Statement, bound parameters and expected columns of a registered query."""
+) -> tuple[NamedQuery, dict[str, Any], dict[str, Any]]:
+    """A registered query with its bound parameters and unbound options."""
     query = get_query(name)
-    return query.influxql, query.bind(params), query.columns
+    return query, *query.resolve(params)
 
 
 def rows_to_frame(
@@ -98,8 +98,8 @@ class InfluxReader:
 
     def named(self, name: str, **params: Any) -> pd.DataFrame:
         """A registered query (see `db.queries.QUERIES`) with validated parameters."""
-        influxql, bound, columns = prepare_named(name, params)
-        return self.frame(influxql, bound, columns)
+        query, bound, options = prepare_named(name, params)
+        return query.finish(self.frame(query.influxql, bound, query.columns), options)
 
     def close(self) -> None:
         if self._owns_client:
@@ -140,8 +140,8 @@ class AsyncInfluxReader:
         return rows_to_frame(rows, columns, time_index=is_select(influxql))
 
     async def named(self, name: str, **params: Any) -> pd.DataFrame:
-        influxql, bound, columns = prepare_named(name, params)
-        return await self.frame(influxql, bound, columns)
+        query, bound, options = prepare_named(name, params)
+        return query.finish(await self.frame(query.influxql, bound, query.columns), options)
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -162,9 +162,9 @@ def read_from_influx(
     Plain sync, so it works inside Jupyter's running loop. Unknown names and bad parameters
     raise InfluxQueryError listing what is allowed.
     """
-    influxql, bound, columns = prepare_named(name, params)
+    get_query(name).resolve(params)  # a bad name or parameter fails before any connection
     with InfluxReader(_resolve(target)) as reader:
-        return reader.frame(influxql, bound, columns)
+        return reader.named(name, **params)
 
 
 def raw_query(

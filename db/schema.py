@@ -16,6 +16,8 @@ class Measurement:
     tags: tuple[str, ...]
     fields: tuple[str, ...]
     description: str
+    ints: tuple[str, ...] = ()
+    """Integer fields; every other numeric field is a float."""
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -33,6 +35,7 @@ TRADES = Measurement(
     tags=("coin", "side"),
     fields=("px", "sz", "notional", "tid", "buyer", "seller"),
     description="every trade; side is the taker side (buy/sell); notional in USD",
+    ints=("tid",),
 )
 LIQUIDATIONS = Measurement(
     "liquidations",
@@ -40,6 +43,7 @@ LIQUIDATIONS = Measurement(
     fields=("px", "sz", "notional", "tid", "user"),
     description="liquidations; side is the liquidated position (long/short); method "
     "backstop or market; user when known",
+    ints=("tid",),
 )
 ASSET_CTX = Measurement(
     "asset_ctx",
@@ -82,6 +86,7 @@ ORDER_FLOW = Measurement(
     ),
     description="1-minute order-flow bars stamped at bar start (USD notional; taker side); "
     "liquidation notional per liquidated side",
+    ints=("buy_count", "sell_count"),
 )
 CVD = Measurement(
     "cvd",
@@ -107,6 +112,7 @@ LIQ_HEATMAP = Measurement(
     ),
     description="ESTIMATE of liquidation notional by price bucket around the mid, from the "
     "tracked positions only; tracked_share = tracked open interest / total open interest",
+    ints=("long_count", "short_count"),
 )
 POSITIONING = Measurement(
     "positioning",
@@ -126,6 +132,7 @@ POSITIONING = Measurement(
     ),
     description="positioning of the tracked addresses per coin: notional and trader counts per "
     "side, notional-weighted entry, share of the 10 largest positions, funding, open interest",
+    ints=("long_traders", "short_traders"),
 )
 GLOBAL_METRICS = Measurement(
     "global_metrics",
@@ -141,6 +148,7 @@ GLOBAL_METRICS = Measurement(
     ),
     description="market-wide totals over every perp (tracked positions; exchange open interest "
     "and 24 h volume)",
+    ints=("traders",),
 )
 
 HLP_EQUITY = Measurement(
@@ -154,6 +162,7 @@ CANDLES = Measurement(
     tags=("coin", "interval"),
     fields=("open", "high", "low", "close", "volume", "trade_count"),
     description="OHLCV candles stamped at their open time; volume in base units",
+    ints=("trade_count",),
 )
 FUNDING = Measurement(
     "funding",
@@ -166,6 +175,7 @@ TRADE_GAPS = Measurement(
     tags=("coin",),
     fields=("after_ms", "before_ms", "reason"),
     description="stretches of the trade stream that may be missing (after a reconnect)",
+    ints=("after_ms", "before_ms"),
 )
 PIPELINE_HEALTH = Measurement(
     "pipeline_health",

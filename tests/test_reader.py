@@ -213,8 +213,9 @@ def test_unknown_query_lists_the_available_names(target: InfluxTarget) -> None:
     with pytest.raises(InfluxQueryError) as err:
         read_from_influx("tradez", target=target)
     assert str(err.value) == (
-        "unknown query 'tradez'; available: asset_ctx, candles, funding, liquidations, order_flow, "
-        "trades"
+        "unknown query 'tradez'; available: asset_ctx, asset_history, candles, cvd, funding, "
+        "global_metrics, hlp_positions, latest_positions, liq_heatmap, liquidations, order_flow, "
+        "positioning, trades, whales"
     )
 
 

@@ -1,0 +1,1 @@
+"""Engines: series derived from stored data (order flow, liquidation heatmap, positioning)."""

@@ -45,6 +45,7 @@ class JobRunner:
     def add(self, name: str, job: Job, every: float, *, start_now: bool = True) -> None:
         """Run `job` every `every` seconds (first run at once unless `start_now` is False)."""
         self.stats[name] = JobStats()
+        first_run = {"next_run_time": datetime.now(UTC)} if start_now else {}  # None = paused
         self.scheduler.add_job(
             self._guarded(name, job),
             "interval",
@@ -54,7 +55,7 @@ class JobRunner:
             max_instances=1,
             coalesce=True,
             misfire_grace_time=max(1, int(every)),
-            next_run_time=datetime.now(UTC) if start_now else None,
+            **first_run,
         )
 
     def _guarded(self, name: str, job: Job) -> Job:

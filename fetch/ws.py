@@ -272,6 +272,8 @@ class MarketStream:
         """
         for subscription in self.subscriptions:
             await self._subscribe(subscription)
+        if self.coins:
+            log.info("subscribed to the trades of %d coins", len(self.coins))
         if self.backfill is None:
             return
         waiting = [c for c in self.coins if c in last_seen]

@@ -21,6 +21,7 @@ from config import Settings
 from db.queries import rfc3339_ns
 from db.reader import AsyncInfluxReader
 from db.storage import Storage
+from process.engines.order_flow import OrderFlowEngine
 from process.jobs import (
     AssetCtxJob,
     HlpJob,
@@ -45,6 +46,7 @@ HEALTH_EVERY = 30.0
 REGISTRY_FLUSH_EVERY = 5.0
 EXPIRE_EVERY = 3600.0
 UNIVERSE_CHECK_EVERY = 60.0
+ENGINE_EVERY = 10.0
 STATUS_FIELDS = (
     "trades_total",
     "liquidations_total",
@@ -122,6 +124,7 @@ class Collector:
         self.stream: Stream | None = None
         self.universe: UniverseJob | None = None
         self._stream_task: asyncio.Task[None] | None = None
+        self.reader: AsyncInfluxReader | None = None
         self.runner = JobRunner()
         self.metrics = MetricsServer(self.samples, settings.metrics_port)
 
@@ -151,6 +154,7 @@ class Collector:
         if self.market_data:
             runner.add("asset_ctx", self.asset_ctx, self.settings.jobs_asset_ctx_interval)
             runner.add("hlp", self.hlp, self.settings.jobs_hlp_interval)
+            self._add_engines()
         runner.add("positions", self.positions, 1.0)
         runner.add("registry_flush", self._flush_registry, REGISTRY_FLUSH_EVERY, start_now=False)
         runner.add("expire", self._expire, EXPIRE_EVERY)
@@ -168,8 +172,20 @@ class Collector:
                 await asyncio.wait_for(self._stream_task, 5)
         self.registry.flush()
         self.registry.close()
+        if self.reader is not None:
+            await self.reader.aclose()
         self.metrics.stop()
         log.info("status at stop: %s", status_line(self.samples(), STATUS_FIELDS))
+
+    def _add_engines(self) -> None:
+        """The engines read windows back from InfluxDB and write derived measurements; they
+        run where market data is stored (shard 0), over the positions of every shard."""
+        self.reader = AsyncInfluxReader(self.storage.target)
+        writer = self.writer
+        self.order_flow = OrderFlowEngine(
+            self.reader, writer, backlog=lambda: writer.spool.points > 0
+        )
+        self.runner.add("order_flow", self.order_flow, ENGINE_EVERY)
 
     async def _run_stream(self) -> None:
         assert self.stream is not None

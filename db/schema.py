@@ -7,7 +7,10 @@ addresses, trade ids and hashes are fields.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from db.line_protocol import FieldValue, encode_point
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,26 @@ class Measurement:
     def columns(self) -> tuple[str, ...]:
         """What a SELECT of every tag and field returns besides `time`."""
         return self.tags + self.fields
+
+    def line(
+        self, tags: Mapping[str, str], fields: Mapping[str, FieldValue | None], time_ns: int
+    ) -> str:
+        """One point of this measurement, held to the contract: only its tags and fields, and
+        one type per field forever (an integral value of a float field, e.g. the `0` of an
+        empty `sum()`, is written as a float; a first int would reject every later float)."""
+        if unknown := set(tags) - set(self.tags):
+            raise ValueError(f"{self.name}: unknown tags {sorted(unknown)}")
+        typed: dict[str, FieldValue | None] = {}
+        for key, value in fields.items():
+            if self.fields and key not in self.fields:
+                raise ValueError(f"{self.name}: unknown field {key!r}")
+            if key in self.ints:
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                    raise ValueError(f"{self.name}.{key} must be an int, got {value!r}")
+            elif isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            typed[key] = value
+        return encode_point(self.name, tags, typed, time_ns)
 
     def select(self) -> str:
         """`SELECT "tag", ..., "field", ... FROM "name"` (identifiers are constants, not input)."""

@@ -61,7 +61,6 @@ _POSITIONS = POSITIONS.name
 _HLP_POSITIONS = HLP_POSITIONS.name
 _HLP_EQUITY = HLP_EQUITY.name
 _TRADE_GAPS = TRADE_GAPS.name
-_PIPELINE_HEALTH = PIPELINE_HEALTH.name
 
 
 class GapRecord(Protocol):
@@ -277,7 +276,7 @@ class PointBuilder:
             components.setdefault(component, {})[sample.name] = float(sample.value)
         time_ns = time_ms * NS_PER_MS
         return [
-            encode_point(_PIPELINE_HEALTH, {"component": component}, fields, time_ns)
+            PIPELINE_HEALTH.line({"component": component}, fields, time_ns)
             for component, fields in sorted(components.items())
         ]
 

@@ -129,3 +129,16 @@ def test_hostile_asset_values_return_nothing_and_change_nothing(influxd, influx_
         for name in ("trades", "whales", "cvd", "liq_heatmap"):
             assert read_from_influx(name, target=target, asset=hostile).empty
     assert influxql(influxd.url, 'SELECT COUNT("tid") FROM "trades"', influx_db)[0]["count"] == 1
+
+
+def test_schema_lines_keep_one_type_per_field():
+    from db.schema import GLOBAL_METRICS, TRADES
+
+    line = GLOBAL_METRICS.line({}, {"long_notional": 0, "traders": 0, "ls_ratio": None}, 1)
+    assert line == "global_metrics long_notional=0.0,traders=0i 1"
+    with pytest.raises(ValueError, match="unknown field 'long'"):
+        GLOBAL_METRICS.line({}, {"long": 1.0}, 1)
+    with pytest.raises(ValueError, match="tid must be an int"):
+        TRADES.line({"coin": "BTC"}, {"tid": 1.5}, 1)
+    with pytest.raises(ValueError, match="unknown tags"):
+        TRADES.line({"address": "0x1"}, {"px": 1.0}, 1)

@@ -213,6 +213,26 @@ class Settings(BaseSettings):
         Expect("one of auto (only shard 0), on, off"),
     ] = "auto"
 
+    engines_interval: PositiveSeconds = 10.0
+    engines_heatmap_buckets: Annotated[
+        int, Field(ge=2, le=1000), BeforeValidator(_no_bool), Expect("an integer from 2 to 1000")
+    ] = 50
+    engines_heatmap_range: Annotated[
+        float,
+        Field(gt=0, lt=1),
+        BeforeValidator(_no_bool),
+        Expect("a fraction above 0 and below 1, such as 0.15 (mid +/- 15 %)"),
+    ] = 0.15
+    engines_heatmap_min_size_usd: Annotated[
+        float, Field(ge=0), BeforeValidator(_no_bool), Expect("a number of USD >= 0")
+    ] = 1000.0
+    engines_positions_cutoff_minutes: Annotated[
+        float, Field(gt=0), BeforeValidator(_no_bool), Expect("a number of minutes > 0")
+    ] = 20.0
+    engines_order_flow_recompute_minutes: Annotated[
+        int, Field(ge=1, le=1440), BeforeValidator(_no_bool), Expect("an integer from 1 to 1440")
+    ] = 10
+
     log_level: Annotated[
         Literal["DEBUG", "INFO", "WARNING", "ERROR"],
         BeforeValidator(_upper),

@@ -51,7 +51,7 @@ _RESERVED_KEY = "time"
 
 # Both caches are cleared when full: enough for every series and field key hyperflux writes,
 # and bounded if a caller ever passes unbounded names.
-_CACHE_LIMIT = 8192
+_CACHE_LIMIT = 65_536  # the heatmap alone has 200 coins x 50 buckets = 10k series
 _series_prefixes: dict[tuple[object, ...], str] = {}
 _field_keys: dict[str, str] = {}
 

@@ -21,7 +21,10 @@ from config import Settings
 from db.queries import rfc3339_ns
 from db.reader import AsyncInfluxReader
 from db.storage import Storage
+from process.engines.heatmap import HeatmapEngine
 from process.engines.order_flow import OrderFlowEngine
+from process.engines.positioning import PositioningEngine
+from process.engines.positions_state import SnapshotSource
 from process.jobs import (
     AssetCtxJob,
     HlpJob,
@@ -46,7 +49,6 @@ HEALTH_EVERY = 30.0
 REGISTRY_FLUSH_EVERY = 5.0
 EXPIRE_EVERY = 3600.0
 UNIVERSE_CHECK_EVERY = 60.0
-ENGINE_EVERY = 10.0
 STATUS_FIELDS = (
     "trades_total",
     "liquidations_total",
@@ -180,12 +182,28 @@ class Collector:
     def _add_engines(self) -> None:
         """The engines read windows back from InfluxDB and write derived measurements; they
         run where market data is stored (shard 0), over the positions of every shard."""
+        settings, writer = self.settings, self.writer
         self.reader = AsyncInfluxReader(self.storage.target)
-        writer = self.writer
-        self.order_flow = OrderFlowEngine(
-            self.reader, writer, backlog=lambda: writer.spool.points > 0
+        every = settings.engines_interval
+        order_flow = OrderFlowEngine(
+            self.reader,
+            writer,
+            recompute_minutes=settings.engines_order_flow_recompute_minutes,
+            backlog=lambda: writer.spool.points > 0,
         )
-        self.runner.add("order_flow", self.order_flow, ENGINE_EVERY)
+        snapshots = SnapshotSource(
+            self.reader, cutoff_ms=round(settings.engines_positions_cutoff_minutes * 60_000)
+        )
+        heatmap = HeatmapEngine(
+            snapshots,
+            writer,
+            buckets=settings.engines_heatmap_buckets,
+            range_pct=settings.engines_heatmap_range,
+            min_size_usd=settings.engines_heatmap_min_size_usd,
+        )
+        self.runner.add("order_flow", order_flow, every)
+        self.runner.add("heatmap", heatmap, every)
+        self.runner.add("positioning", PositioningEngine(snapshots, writer), every)
 
     async def _run_stream(self) -> None:
         assert self.stream is not None

@@ -71,9 +71,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from db.line_protocol import encode_point
 from db.queries import rfc3339_ns
-from db.schema import CVD, LIQUIDATIONS, ORDER_FLOW, TRADES
+from db.schema import CVD, LIQUIDATIONS, MEASUREMENTS, ORDER_FLOW, TRADES
 from db.timestamps import NS_PER_MS
 
 log = logging.getLogger(__name__)
@@ -196,7 +195,7 @@ class _Point(NamedTuple):
         return (self.time, self.measurement, tuple(self.tags.values()))
 
     def line(self) -> str:
-        return encode_point(self.measurement, self.tags, self.fields, self.time)
+        return MEASUREMENTS[self.measurement].line(self.tags, self.fields, self.time)
 
 
 Emit = Callable[[list[_Point]], None]

@@ -1,0 +1,229 @@
+"""Grafana dashboards as code: every panel query runs against data from a simulator run.
+
+Each dashboard JSON in config/grafana/dashboards/ is checked for structure (unique panel ids,
+the provisioned data source everywhere, a `coin` variable, units in titles, contract names),
+and every panel target's raw InfluxQL is filled in as Grafana would fill it (`$timeFilter`,
+`$__interval`, `$coin`, other variables at their current value) and run against a real influxd
+holding what `python main.py run` collected from the simulator: each must return rows, and
+every column it selects must have a value somewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from db.schema import MEASUREMENTS, PIPELINE_HEALTH
+from tests.data_run import ENGINE_MEASUREMENTS, DataRun, data_run  # noqa: F401 (fixture)
+
+REPO = Path(__file__).resolve().parents[1]
+GRAFANA = REPO / "config" / "grafana"
+DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
+DATASOURCES = GRAFANA / "provisioning" / "datasources" / "hyperflux.yaml"
+PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "hyperflux.yaml"
+
+COIN_QUERY = 'SHOW TAG VALUES FROM "asset_ctx" WITH KEY = "coin"'
+COIN_FILTER = '"coin" =~ /^$coin$/'
+TIME_FILTER = "time > now() - 1h"
+INTERVAL = "10s"
+BUILTINS = {"timeFilter": TIME_FILTER, "__interval": INTERVAL, "__interval_ms": "10000"}
+"""Grafana's own variables, as the tests fill them in."""
+
+_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$(\w+)")
+_UNIT_IN_TITLE = re.compile(r"\(.+\)")
+
+
+def load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def datasource() -> dict[str, Any]:
+    (source,) = yaml.safe_load(DATASOURCES.read_text())["datasources"]
+    return source
+
+
+def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every panel, those nested in collapsed rows included."""
+    out = []
+    for panel in dashboard["panels"]:
+        out.append(panel)
+        out.extend(panel.get("panels", []))
+    return out
+
+
+@dataclass(frozen=True)
+class Target:
+    dashboard: str
+    panel: str
+    ref: str
+    query: str
+    variables: dict[str, str]
+    """The dashboard's variables at their current values (`coin` is chosen from the data)."""
+
+    def __str__(self) -> str:
+        return f"{self.dashboard}: {self.panel} [{self.ref}]"
+
+    @property
+    def measurements(self) -> set[str]:
+        return set(re.findall(r'FROM\s+"(\w+)"', self.query))
+
+    def render(self, coin: str) -> str:
+        """The query as Grafana sends it, `$coin` set to `coin` (a value of plain letters, which
+        Grafana's regex escaping leaves as it is)."""
+        values = {**BUILTINS, **self.variables, "coin": coin}
+
+        def fill(match: re.Match[str]) -> str:
+            name = next(g for g in match.groups() if g)
+            if name not in values:
+                raise AssertionError(f"{self}: unknown variable ${name} in {self.query}")
+            return values[name]
+
+        return _VARIABLE.sub(fill, self.query)
+
+
+def current(variable: dict[str, Any]) -> str:
+    value = variable.get("current", {}).get("value", "")
+    return value[0] if isinstance(value, list) else value
+
+
+def targets() -> list[Target]:
+    found = []
+    for path in DASHBOARDS:
+        dashboard = load(path)
+        variables = {v["name"]: current(v) for v in dashboard["templating"]["list"]}
+        for panel in panels(dashboard):
+            for target in panel.get("targets", []):
+                found.append(
+                    Target(path.stem, panel["title"], target["refId"], target["query"], variables)
+                )
+    return found
+
+
+TARGETS = targets()
+
+
+def run_query(run: DataRun, influxql: str) -> tuple[list[str], list[list[Any]]]:
+    """(columns, rows over every series) of one statement; AssertionError on an error."""
+    response = httpx.post(
+        f"{run.url}/query", data={"q": influxql, "db": run.db, "epoch": "ms"}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    result = response.json()["results"][0]
+    assert "error" not in result, result["error"]
+    columns: list[str] = []
+    rows: list[list[Any]] = []
+    for series in result.get("series", []):
+        columns = series["columns"]
+        rows.extend(series["values"])
+    return columns, rows
+
+
+# --- structure ----------------------------------------------------------------------------
+
+
+def test_there_is_a_dashboard_for_each_topic():
+    titles = {load(path)["title"] for path in DASHBOARDS}
+    assert titles == {
+        "hyperflux: Market",
+        "hyperflux: Liquidations",
+        "hyperflux: Positioning and whales",
+        "hyperflux: HLP",
+        "hyperflux: Pipeline health",
+    }
+    uids = [load(path)["uid"] for path in DASHBOARDS]
+    assert len(set(uids)) == len(uids)
+
+
+def test_the_datasource_is_influxql_on_the_configured_influxdb():
+    provisioned = yaml.safe_load(DATASOURCES.read_text())
+    assert provisioned["apiVersion"] == 1
+    source = datasource()
+    assert source["type"] == "influxdb"
+    assert source["jsonData"]["version"] == "InfluxQL"
+    assert source["url"] == "${HYPERFLUX_INFLUX_URL}"
+    assert source["user"] == "${HYPERFLUX_INFLUX_USERNAME}"
+    assert source["secureJsonData"]["password"] == "${HYPERFLUX_INFLUX_PASSWORD}"
+    defaults = yaml.safe_load((REPO / "config" / "default.yaml").read_text())
+    assert source["jsonData"]["dbName"] == defaults["influx"]["db"] == "hyperliquid"
+
+
+def test_the_dashboard_provider_loads_the_dashboards_folder():
+    provisioned = yaml.safe_load(PROVIDERS.read_text())
+    (provider,) = provisioned["providers"]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"] == "${HYPERFLUX_GRAFANA_DASHBOARDS}"
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_dashboard_structure(path: Path):
+    dashboard = load(path)
+    assert dashboard["schemaVersion"] >= 39  # Grafana 10.4 and later
+    assert dashboard["uid"].startswith("hyperflux-")
+    ids = [panel["id"] for panel in panels(dashboard)]
+    assert len(ids) == len(set(ids)), f"duplicate panel ids in {path.name}"
+
+    expected = {"type": "influxdb", "uid": datasource()["uid"]}
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    coin = variables["coin"]
+    assert coin["type"] == "query"
+    assert coin["datasource"] == expected
+    assert coin["query"] == COIN_QUERY
+    assert not coin["multi"] and not coin["includeAll"]
+
+    for panel in panels(dashboard):
+        if panel["type"] == "row":
+            continue
+        title = panel["title"]
+        assert _UNIT_IN_TITLE.search(title), f"{title!r}: say the unit in the title"
+        assert panel["datasource"] == expected, title
+        assert panel["targets"], title
+        refs = [t["refId"] for t in panel["targets"]]
+        assert len(refs) == len(set(refs)), title
+        for target in panel["targets"]:
+            assert target["datasource"] == expected, title
+            assert target["rawQuery"] is True, title
+            assert target["resultFormat"] in ("time_series", "table"), title
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=str)
+def test_query_follows_the_contract(target: Target):
+    """Measurement, tag and field names as in db/schema.py; `$coin` the standard way; every
+    query bounded in time."""
+    query = target.query
+    assert query.count("$coin") == query.count(COIN_FILTER), f"use {COIN_FILTER}: {query}"
+    assert "$timeFilter" in query or "time > now() - " in query, query
+    assert target.measurements and target.measurements <= set(MEASUREMENTS), query
+    if PIPELINE_HEALTH.name in target.measurements:
+        return  # its fields are the collector's metric names; the data test checks them
+    aliases = set(re.findall(r'AS\s+"([^"]+)"', query))
+    names = set(re.findall(r'"([^"]+)"', query)) - aliases - target.measurements
+    known = {c for m in target.measurements for c in MEASUREMENTS[m].columns}
+    assert names <= known, f"not in the measurement contract: {sorted(names - known)}"
+
+
+# --- every query against data ---------------------------------------------------------------
+
+
+def test_the_coin_variable_lists_the_run_coins(data_run: DataRun):  # noqa: F811
+    columns, rows = run_query(data_run, COIN_QUERY)
+    assert columns == ["key", "value"]
+    assert data_run.coin in {value for _, value in rows}
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=str)
+def test_panel_query_returns_rows(target: Target, data_run: DataRun):  # noqa: F811
+    query = target.render(data_run.coin)
+    columns, rows = run_query(data_run, query)
+    if not rows and (empty := sorted(target.measurements - data_run.measurements)):
+        engines = " (engine not wired yet?)" if set(empty) <= ENGINE_MEASUREMENTS else ""
+        pytest.fail(f"{target}: no rows: {', '.join(empty)} has no points{engines}", pytrace=False)
+    assert rows, f"{target}: no rows for {query}"
+    for i, column in enumerate(columns):
+        assert any(row[i] is not None for row in rows), f"{target}: {column!r} has no value"

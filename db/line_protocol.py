@@ -102,6 +102,12 @@ def encode_point(
     return f"{prefix} {body[1:]} {time_ns}"
 
 
+def series_prefix(measurement: str, tags: Mapping[str, str | None]) -> str:
+    """`measurement,k1=v1,...` as `encode_point` writes it (for callers that format a known
+    point shape themselves); ValueError for names line protocol cannot carry."""
+    return _series_prefix(measurement, tags, None)
+
+
 def _series_prefix(
     measurement: str, tags: Mapping[str, str | None], cache_key: tuple[object, ...] | None
 ) -> str:

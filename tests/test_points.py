@@ -356,3 +356,42 @@ def test_a_value_that_is_not_a_finite_float_skips_only_its_record(bad: str) -> N
     assert [line.split("tid=")[1].split("i,")[0] for line in lines] == ["1", "3"]
     assert builder.skipped == 1 and skipped[0][0] is poison
     assert not any(word in line for line in lines for word in ("nan", "inf"))
+
+
+def test_the_fast_trade_path_writes_exactly_what_encode_point_writes():
+    from db.line_protocol import encode_point
+
+    def generic(t: Trade, time_ns: int) -> str:
+        fields = {
+            "px": float(t.px),
+            "sz": float(t.sz),
+            "notional": float(t.px * t.sz),
+            "tid": t.tid,
+            "buyer": t.buyer,
+            "seller": t.seller,
+        }
+        return encode_point("trades", {"coin": t.coin, "side": t.side}, fields, time_ns)
+
+    odd = "0x" + 'a"b\\' + "c" * 36
+    samples = [
+        Trade("BTC", "buy", Decimal("84981.5"), Decimal("0.00001"), 1_764_835_613_064, "0x0", 1,
+              "0x" + "1" * 40, "0x" + "2" * 40),
+        Trade("kPEPE", "sell", Decimal("0.0123"), Decimal("1e9"), 1_764_835_613_064, "0x0", 2,
+              odd, "0x" + "3" * 40),
+        Trade("xyz:TSLA", "buy", Decimal("1e300"), Decimal("1e300"), 1_764_835_613_065, "0x0", 3,
+              "0x" + "4" * 40, "0x" + "5" * 40),
+        Trade("BTC coin", "sell", Decimal("1.5"), Decimal("2"), 1_764_835_613_066, "0x0", 4,
+              "0x" + "6" * 40, "0x" + "7" * 40),
+    ]  # fmt: skip
+    builder = PointBuilder()
+    lines = builder.trades(samples)
+    assert builder.skipped == 1  # 1e300 * 1e300 is no float
+    expected_builder = PointBuilder()
+    expected = []
+    for t in samples:
+        time_ns = expected_builder.allocator.allocate(("trades", t.coin, t.side), t.time_ms, t.tid)
+        try:
+            expected.append(generic(t, time_ns))
+        except ValueError:
+            continue
+    assert lines == expected

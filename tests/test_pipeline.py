@@ -67,6 +67,13 @@ async def wait_until(condition, timeout: float = 20.0) -> None:
         await asyncio.sleep(0.25)
 
 
+async def subscribed(log_path: Path) -> None:
+    """Wait until the collector has subscribed to the trades. The tests start the trade flow
+    only then: trades from before a collector's first subscription are not its to recover
+    (a fresh start has only the exchange's replay of the latest trades)."""
+    await wait_until(lambda: "subscri" in log_path.read_text().split("running", 1)[-1])
+
+
 def count(url: str, query: str) -> int:
     """COUNT(...) of a query; 0 while the database does not exist yet."""
     try:
@@ -89,9 +96,7 @@ async def test_a_minute_of_trouble_loses_nothing_and_doubles_nothing(
     process = await start_collector(collector_env(sim, server, tmp_path / "data"), log_path)
     url = server.url
     try:
-        # the flow starts once the collector has subscribed: trades from before a collector's
-        # first connection are not its to recover (a fresh start has only the exchange's replay)
-        await wait_until(lambda: "subscri" in log_path.read_text().split("running", 1)[-1])
+        await subscribed(log_path)
         sim.set_rate(80)
         await wait_until(lambda: count(url, 'SELECT COUNT("tid") FROM "trades"') > 50)
         sim.burst("BTC", 500)  # distinct trades in one millisecond, some sharing tid % 10**6
@@ -187,10 +192,12 @@ async def test_a_minute_of_trouble_loses_nothing_and_doubles_nothing(
 
 @pytest.mark.timeout(120)
 async def test_the_address_registry_survives_a_restart(simulator, influxd, tmp_path):
-    sim = await simulator(seed=3, rate=60, evolve_interval=0, auto_liquidations=False)
+    sim = await simulator(seed=3, rate=0, evolve_interval=0, auto_liquidations=False)
     env = collector_env(sim, influxd, tmp_path / "data", HYPERFLUX_INFLUX_DB="registry_test")
     log_path = tmp_path / "collector.log"
     process = await start_collector(env, log_path)
+    await subscribed(log_path)
+    sim.set_rate(60)
     await asyncio.sleep(6)
     sim.pause()
     await asyncio.sleep(1)
@@ -270,7 +277,7 @@ async def test_check_reports_influxdb_and_hyperliquid(simulator, influxd, tmp_pa
 async def test_two_shards_split_the_addresses_and_only_shard_0_stores_trades(
     simulator, influxd, tmp_path
 ):
-    sim = await simulator(seed=4, rate=60, evolve_interval=0, auto_liquidations=False)
+    sim = await simulator(seed=4, rate=0, evolve_interval=0, auto_liquidations=False)
     envs = [
         collector_env(
             sim, influxd, tmp_path / f"data{i}", HYPERFLUX_INFLUX_DB="shard_test",
@@ -278,9 +285,11 @@ async def test_two_shards_split_the_addresses_and_only_shard_0_stores_trades(
         )
         for i in range(2)
     ]  # fmt: skip
-    processes = [
-        await start_collector(env, tmp_path / f"shard{i}.log") for i, env in enumerate(envs)
-    ]
+    logs = [tmp_path / f"shard{i}.log" for i in range(2)]
+    processes = [await start_collector(env, log) for env, log in zip(envs, logs, strict=True)]
+    for log in logs:
+        await subscribed(log)
+    sim.set_rate(60)
     await asyncio.sleep(6)
     sim.pause()
     await asyncio.sleep(1.5)

@@ -121,7 +121,9 @@ def test_expire_drops_quiet_flat_addresses_and_keeps_open_positions(tmp_path: Pa
     assert AddressRegistry(path).addresses() == [B]
 
 
-def test_fifty_thousand_new_addresses_flush_in_well_under_a_second(tmp_path: Path) -> None:
+def test_fifty_thousand_new_addresses_flush_in_one_transaction(tmp_path: Path) -> None:
+    """~0.5 s here; the bound only catches a flush that went row by row (minutes), since a
+    loaded CI machine must not fail a test on timing."""
     path = tmp_path / "a.sqlite"
     registry = AddressRegistry(path, flush_interval_s=3600)
     addresses = [f"0x{n:040x}" for n in range(50_000)]
@@ -130,7 +132,7 @@ def test_fifty_thousand_new_addresses_flush_in_well_under_a_second(tmp_path: Pat
         registry.observe(addresses[chunk : chunk + 500], T + chunk)
     assert registry.flush() == 50_000
     elapsed = time.perf_counter() - started
-    assert elapsed < 1.0, f"{elapsed:.2f} s"
+    assert elapsed < 10.0, f"{elapsed:.2f} s"
     registry.close()
     assert len(AddressRegistry(path)) == 50_000
 

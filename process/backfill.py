@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TextIO
 
 from process.history import INTERVAL_MS, candle_lines, funding_lines
+from process.storage_ports import FlushablePointSink as PointSink
 from utils.progress import ProgressBar
 from validate import Candle, FundingRate
 
@@ -48,14 +49,6 @@ class HistorySource(Protocol):
     async def funding_history(
         self, coin: str, start_ms: int, end_ms: int | None = None
     ) -> list[FundingRate]: ...
-
-
-class PointSink(Protocol):
-    """Where points go; `db.writer.InfluxWriter` is one."""
-
-    def write(self, lines: Iterable[str]) -> None: ...
-
-    async def flush(self) -> None: ...
 
 
 @dataclass

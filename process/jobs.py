@@ -19,6 +19,7 @@ from process.points import GapRecord, PointBuilder
 from process.poll_scheduler import PollScheduler
 from process.registry import AddressRegistry, summarize
 from process.shard import Shard
+from process.storage_ports import PointSink
 from utils.errors import HyperfluxError
 from validate import AssetCtx, ClearinghouseState, Meta, Position, Trade
 
@@ -27,10 +28,6 @@ log = logging.getLogger(__name__)
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-class PointSink(Protocol):
-    def write(self, lines: Iterable[str]) -> None: ...
 
 
 class MarketSource(Protocol):

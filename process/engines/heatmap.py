@@ -33,11 +33,11 @@ from db.timestamps import NS_PER_MS
 from process.engines.positions_state import (
     CoinContext,
     MarketSnapshot,
-    PointSink,
     PositionRow,
     SnapshotSource,
     tracked_share,
 )
+from process.storage_ports import PointSink
 
 
 @dataclass(frozen=True, slots=True)

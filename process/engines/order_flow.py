@@ -67,13 +67,14 @@ import math
 import re
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from db.queries import rfc3339_ns
 from db.schema import CVD, LIQUIDATIONS, MEASUREMENTS, ORDER_FLOW, TRADES
 from db.timestamps import NS_PER_MS
+from process.storage_ports import PointSink, RowReader
 
 log = logging.getLogger(__name__)
 
@@ -94,18 +95,6 @@ _QUERY = (
     f'FROM "{TRADES.name}", "{LIQUIDATIONS.name}" WHERE time >= $start AND time < $end '
     'GROUP BY time(1m), "coin", "side" fill(none)'
 )
-
-
-class RowReader(Protocol):
-    """What the engine needs of `db.reader.AsyncInfluxReader`: rows with `time` in epoch ns."""
-
-    async def rows(
-        self, influxql: str, params: Mapping[str, Any] | None = None
-    ) -> list[dict[str, Any]]: ...
-
-
-class PointSink(Protocol):
-    def write(self, lines: Iterable[str]) -> None: ...
 
 
 @dataclass(slots=True)

@@ -30,11 +30,12 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from db.queries import rfc3339_ns
 from db.schema import ASSET_CTX, POSITIONS
 from db.timestamps import NS_PER_MS
+from process.storage_ports import RowReader
 
 DEFAULT_CUTOFF_MS = 20 * 60_000
 DEFAULT_CTX_MAX_AGE_MS = 5 * 60_000
@@ -49,18 +50,6 @@ _CTX_QUERY = (
     f'FROM "{ASSET_CTX.name}" WHERE time >= $start AND time < $end '
     'GROUP BY "coin" ORDER BY time DESC LIMIT 1'
 )
-
-
-class RowReader(Protocol):
-    """`db.reader.AsyncInfluxReader`: rows of one read statement, times in epoch ns."""
-
-    async def rows(
-        self, influxql: str, params: Mapping[str, Any] | None = None
-    ) -> list[dict[str, Any]]: ...
-
-
-class PointSink(Protocol):
-    def write(self, lines: Iterable[str]) -> None: ...
 
 
 class PositionRow(NamedTuple):

@@ -40,7 +40,6 @@ from process.collector import Collector, Sources
 from utils.errors import HyperfluxError
 from utils.logging import register_secret, setup_logging
 from utils.quarantine import Quarantine
-from utils.tabular import FORMATS, format_frame
 
 log = logging.getLogger("hyperflux")
 
@@ -68,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE", help="other parameters"
     )
-    query.add_argument("--format", choices=FORMATS, default="table")
+    query.add_argument("--format", choices=("table", "csv", "json"), default="table")
     commands.add_parser("spool", help="show what waits in the on-disk spool")
     return parser
 
@@ -199,6 +198,8 @@ def run_query(settings: Settings, args: argparse.Namespace) -> int:
         params["asset"] = args.asset
     if args.hours is not None:
         params["hours"] = args.hours
+    from utils.tabular import format_frame  # pandas: only for this command
+
     frame = read_from_influx(args.name, target=default_target(settings), **params)
     sys.stdout.write(format_frame(frame, args.format))
     return 0

@@ -16,9 +16,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where frames are handled, not by the collector
+    import pandas as pd
 
 from db.schema import (
     ASSET_CTX,
@@ -241,6 +242,8 @@ class NamedQuery:
 
     def finish(self, frame: pd.DataFrame, options: Mapping[str, Any]) -> pd.DataFrame:
         """Whole-number floats come back from InfluxDB's JSON as ints: restore the floats."""
+        import pandas as pd
+
         for column in frame.columns:
             if column not in self.ints and pd.api.types.is_integer_dtype(frame[column]):
                 frame[column] = frame[column].astype("float64")
@@ -376,6 +379,8 @@ def latest_per_address(frame: pd.DataFrame, options: Mapping[str, Any]) -> pd.Da
     A poll that flipped long to short wrote a closing point and an opening one in the same
     millisecond, so the whole latest millisecond counts, not only its last point.
     """
+    import pandas as pd
+
     if frame.empty:
         return frame
     poll_ms = frame.index.asi8 // 1_000_000

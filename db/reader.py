@@ -12,10 +12,12 @@ millisecond, so ms would merge them) and become a UTC `DatetimeIndex` named `tim
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas costs ~60 MB: imported only when a frame is built
+    import pandas as pd
 
 from db.client import InfluxTarget, parse_query_response, query_request, unreachable_error
 from db.queries import NamedQuery, check_bound_params, check_read_only, get_query
@@ -50,6 +52,8 @@ def rows_to_frame(
     `_measurement` is kept only when the rows come from more than one measurement. An empty
     result keeps the declared columns (and an empty UTC index when `time_index`).
     """
+    import pandas as pd
+
     if not rows:
         index = pd.DatetimeIndex([], tz="UTC", name="time") if time_index else None
         return pd.DataFrame(columns=list(columns), index=index)

@@ -96,7 +96,7 @@ class MarketStream:
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         messages_per_minute: int = 1500,
-        dedupe_capacity: int = 200_000,
+        dedupe_capacity: int = 50_000,
         open_timeout: float = 10.0,
         replay_wait: float = 3.0,
     ) -> None:

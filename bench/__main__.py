@@ -1,4 +1,9 @@
-"""`python -m bench`: run every benchmark, print a table, write bench/results.json."""
+"""`python -m bench [--only a,b]`: run the benchmarks, print each result, update bench/results.json.
+
+Every figure is measured in this run on this machine; throughput is also given as a ratio of
+the raw InfluxDB ceiling measured in the same run. Benchmarks are not tests: nothing here gates
+CI on timing. BENCHMARKS.md explains each figure.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,66 @@ import argparse
 import json
 import os
 import platform
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-
-from bench import validate, writer
+from typing import Any
 
 RESULTS = Path(__file__).with_name("results.json")
+
+
+def _writer() -> dict[str, Any]:
+    from bench import writer
+
+    return writer.run(points=500_000, rounds=3)
+
+
+def _validation() -> dict[str, Any]:
+    from bench import validate
+
+    return validate.run()
+
+
+def _serialization() -> dict[str, Any]:
+    from bench import serialize
+
+    return serialize.run()
+
+
+def _engines() -> dict[str, Any]:
+    from bench import engines
+
+    return engines.run()
+
+
+def _freshness() -> dict[str, Any]:
+    from bench import freshness
+
+    return freshness.run()
+
+
+def _e2e() -> dict[str, Any]:
+    from bench import e2e
+
+    return e2e.run()
+
+
+def _memory() -> dict[str, Any]:
+    from bench import memory
+
+    return memory.run()
+
+
+SECTIONS: dict[str, Callable[[], dict[str, Any]]] = {
+    "writer": _writer,
+    "validation": _validation,
+    "serialization": _serialization,
+    "engines": _engines,
+    "freshness": _freshness,
+    "e2e": _e2e,
+    "memory": _memory,
+}
 
 
 def machine() -> dict[str, object]:
@@ -24,31 +83,25 @@ def machine() -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description="hyperflux benchmarks (not tests; no timing gates)"
+        prog="python -m bench", description="hyperflux benchmarks (not tests; no timing gates)"
     )
-    parser.add_argument("--points", type=int, default=1_000_000, help="points per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--only", default=",".join(SECTIONS), help=f"comma list from {', '.join(SECTIONS)}"
+    )
     args = parser.parse_args()
-
-    print(f"writer vs raw InfluxDB ceiling: {args.points:,} points x {args.rounds} rounds ...")
-    result = writer.run(args.points, args.rounds)
-    print(
-        f"  ceiling (pre-serialized 5000-line posts): {result['ceiling_points_per_s']:>10,} pts/s"
-    )
-    print(f"  writer (InfluxWriter.write + flush):      {result['writer_points_per_s']:>10,} pts/s")
-    print(f"  ratio to ceiling:                         {result['writer_ratio_to_ceiling']:>10.3f}")
-
-    print("validation of a 50-trade WebSocket frame from raw bytes ...")
-    validation = validate.run()
-    for name, micros in validation.items():
-        print(f"  {name:<40} {micros:>10.2f} us/trade")
-
+    chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+    if unknown := sorted(set(chosen) - set(SECTIONS)):
+        parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results["validation_us_per_trade"] = validation
-    results["machine"] = machine()
-    results["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    results["writer"] = result
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    for name in chosen:
+        print(f"== {name} ...", flush=True)
+        started = time.monotonic()
+        result = SECTIONS[name]()
+        print(json.dumps(result, indent=2))
+        print(f"   ({time.monotonic() - started:.0f} s)", flush=True)
+        results[name] = {**result, "measured_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        results["machine"] = machine()
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written to {RESULTS}")
 
 

@@ -12,7 +12,8 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from decimal import Decimal
+from typing import NamedTuple, Protocol
 
 from process.liquidations import LiquidationDetector
 from process.points import GapRecord, PointBuilder
@@ -40,6 +41,13 @@ class MarketSource(Protocol):
 
 class CoinFollower(Protocol):
     async def update_coins(self, coins: Iterable[str]) -> None: ...
+
+
+class LiqView(NamedTuple):
+    """A tracked position as the market-liquidation inference sees it."""
+
+    szi: Decimal
+    liquidation_px: Decimal | None
 
 
 @dataclass
@@ -160,8 +168,8 @@ class PositionsJob:
     """Polls the addresses the scheduler picks, under its share of the REST budget.
 
     Each address is written as soon as its answer arrives (partial results are kept); a failing
-    address backs off. `latest` keeps every tracked address's open positions for the market
-    liquidation inference.
+    address backs off. `latest` keeps each tracked address's open positions that have a
+    liquidation price, for the market liquidation inference.
     """
 
     source: MarketSource
@@ -174,7 +182,7 @@ class PositionsJob:
     batch: int = 8
     polls: int = 0
     failures: int = 0
-    latest: dict[str, dict[str, Position]] = field(default_factory=dict)
+    latest: dict[str, dict[str, LiqView]] = field(default_factory=dict)
 
     def restore(self) -> None:
         """Schedule every address the registry kept from earlier runs."""
@@ -210,7 +218,7 @@ class PositionsJob:
             self.latest.pop(address, None)
         return len(gone)
 
-    def positions_of(self, address: str) -> Mapping[str, Position]:
+    def positions_of(self, address: str) -> Mapping[str, LiqView]:
         return self.latest.get(address, {})
 
     async def __call__(self) -> None:
@@ -240,9 +248,15 @@ class PositionsJob:
             positions=summary.positions,
         )
         self.scheduler.note_polled(address, polled, summary.notional_usd, summary.min_liq_distance)
-        open_positions = {p.coin: p for p in state.positions if p.szi != 0}
-        if open_positions:
-            self.latest[address] = open_positions
+        # only what the market-liquidation inference reads: a whole Position per address
+        # would cost ~1 kB each, hundreds of MB at 200k tracked addresses
+        reachable = {
+            p.coin: LiqView(p.szi, p.liquidation_px)
+            for p in state.positions
+            if p.szi != 0 and p.liquidation_px is not None
+        }
+        if reachable:
+            self.latest[address] = reachable
         else:
             self.latest.pop(address, None)
         self.polls += 1

@@ -14,6 +14,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
+from validate.market import CANDLE_INTERVAL_MS
+
 LIMIT_PER_MINUTE = 1200
 """Weight the exchange accepts per IP in any 60 s (REST info and exchange combined)."""
 
@@ -76,23 +78,7 @@ Over-reserving is cheap (the unused part is refunded when the request settles, u
 second); under-reserving eats into the budget's safety margin.
 """
 
-_MINUTE = 60_000
-INTERVAL_MS: Mapping[str, int] = {
-    "1m": _MINUTE,
-    "3m": 3 * _MINUTE,
-    "5m": 5 * _MINUTE,
-    "15m": 15 * _MINUTE,
-    "30m": 30 * _MINUTE,
-    "1h": 60 * _MINUTE,
-    "2h": 120 * _MINUTE,
-    "4h": 240 * _MINUTE,
-    "8h": 480 * _MINUTE,
-    "12h": 720 * _MINUTE,
-    "1d": 1440 * _MINUTE,
-    "3d": 3 * 1440 * _MINUTE,
-    "1w": 7 * 1440 * _MINUTE,
-    "1M": 28 * 1440 * _MINUTE,  # the shortest month, so the candle count is an upper bound
-}
+INTERVAL_MS = CANDLE_INTERVAL_MS
 
 
 def base_weight(info_type: str) -> int:

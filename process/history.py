@@ -11,28 +11,13 @@ from collections.abc import Iterable
 
 from db.line_protocol import encode_point
 from db.schema import CANDLES, FUNDING
+from db.timestamps import NS_PER_MS
 from validate import Candle, FundingRate
+from validate.market import CANDLE_INTERVAL_MS
 
-NS_PER_MS = 1_000_000
-
-INTERVAL_MS: dict[str, int] = {
-    "1m": 60_000,
-    "3m": 180_000,
-    "5m": 300_000,
-    "15m": 900_000,
-    "30m": 1_800_000,
-    "1h": 3_600_000,
-    "2h": 7_200_000,
-    "4h": 14_400_000,
-    "8h": 28_800_000,
-    "12h": 43_200_000,
-    "1d": 86_400_000,
-    "3d": 259_200_000,
-    "1w": 604_800_000,
-    "1M": 2_592_000_000,
-}
-"""candleSnapshot intervals (API.md 2.10) and their length in ms; `1M` (a calendar month on the
-exchange) is taken as 30 days, which is only used to size request windows."""
+INTERVAL_MS = CANDLE_INTERVAL_MS
+"""candleSnapshot intervals and their length in ms (`1M`, a calendar month on the exchange, as
+its shortest 28 days: only used to size request windows, where shorter is the safe side)."""
 
 
 def candle_lines(candles: Iterable[Candle]) -> list[str]:

@@ -33,6 +33,24 @@ from validate.common import (
     Size,
 )
 
+CANDLE_INTERVAL_MS: dict[str, int] = {
+    "1m": 60_000,
+    "3m": 180_000,
+    "5m": 300_000,
+    "15m": 900_000,
+    "30m": 1_800_000,
+    "1h": 3_600_000,
+    "2h": 7_200_000,
+    "4h": 14_400_000,
+    "8h": 28_800_000,
+    "12h": 43_200_000,
+    "1d": 86_400_000,
+    "3d": 259_200_000,
+    "1w": 604_800_000,
+    "1M": 2_419_200_000,  # 28 days, the shortest month: candle counts from it are upper bounds
+}
+"""candleSnapshot intervals (API.md 2.10) and their length in ms."""
+
 
 @dataclass(frozen=True, slots=True)
 class Trade:

@@ -179,3 +179,19 @@ def test_typical_notional_is_a_decaying_peak() -> None:
 def _rows(path: Path) -> int:
     with sqlite3.connect(path) as db:
         return int(db.execute("SELECT count(*) FROM addresses").fetchone()[0])
+
+
+def test_a_busy_trader_is_rewritten_at_most_hourly_but_its_time_is_current(tmp_path: Path) -> None:
+    path = tmp_path / "a.sqlite"
+    registry = AddressRegistry(path, flush_interval_s=3600)
+    trader = "0x" + "ab" * 20
+    registry.observe([trader], 1_000)
+    assert registry.flush() == 1
+    for second in range(1, 60):
+        registry.observe([trader], 1_000 + second * 1_000)
+    assert registry.flush() == 0  # nothing new for the file within the hour
+    assert registry.get(trader).last_trade_ms == 60_000  # memory is current
+    registry.observe([trader], 1_000 + 3_600_000)
+    assert registry.flush() == 1
+    registry.close()
+    assert AddressRegistry(path).get(trader).last_trade_ms == 3_601_000

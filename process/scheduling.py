@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 Job = Callable[[], Awaitable[None]]
 REPEAT_WARNING_EVERY = 300.0
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
 @dataclass
@@ -74,7 +76,8 @@ class JobRunner:
                 return  # the end of this job's own task: nothing above it to tell
             except HyperfluxError as exc:
                 stats.failures += 1
-                repeated = str(exc) == stats.last_error
+                # the same failure with other numbers ("trial call in 20.0 s") is a repeat
+                repeated = _shape(str(exc)) == _shape(stats.last_error)
                 stats.last_error = str(exc)
                 quiet = repeated and time.monotonic() - stats.last_warned < REPEAT_WARNING_EVERY
                 if not quiet:
@@ -141,3 +144,7 @@ class JobRunner:
                 ),
             ]
         return out
+
+
+def _shape(message: str) -> str:
+    return _NUMBER.sub("#", message)

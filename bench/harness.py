@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from utils.net import free_port
+from utils.processes import terminate
 
 REPO = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -103,16 +104,7 @@ def wait_http(
 
 def stop(process: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> int | None:
     """SIGTERM, then SIGKILL after `timeout` s; returns the exit code."""
-    if process is None:
-        return None
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-    return process.returncode
+    return None if process is None else terminate(process, timeout)
 
 
 class SimProcess:

@@ -22,6 +22,7 @@ import httpx
 
 from utils.errors import InfluxUnavailableError
 from utils.net import free_port
+from utils.processes import terminate
 
 log = logging.getLogger(__name__)
 
@@ -172,12 +173,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        terminate(process, timeout)
         log.info("stopped influxd pid %s", process.pid)
 
     def kill(self) -> None:

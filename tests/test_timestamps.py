@@ -238,7 +238,7 @@ def test_memory_stays_bounded() -> None:
         tracemalloc.stop()
 
     assert len(allocator) <= 10_000
-    assert held < 10_000 * 600  # ~340 bytes per record measured; 100k records would be ~34 MB
+    assert held < 10_000 * 250  # ~110 bytes per record measured; 100k records would be ~11 MB
 
 
 def test_allocator_rejects_bad_limits() -> None:

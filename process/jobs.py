@@ -199,17 +199,19 @@ class PositionsJob:
     def discover(self, trades: list[Trade], time_ms: int) -> None:
         """Traders of this shard join the registry and the schedule; a trade is a hint that
         the trader's position changed by its notional (the poller moves it up)."""
-        traded: dict[str, float] = {}
-        skip, owns = self.skip, self.shard.owns
+        traded: dict[str, Decimal] = {}
+        skip = self.skip
+        owns = None if self.shard.count == 1 else self.shard.owns
         for trade in trades:
-            notional = float(trade.px * trade.sz)
+            notional = trade.px * trade.sz  # Decimal: float() of it costs 3x the product
             for address in (trade.buyer, trade.seller):
-                if address not in skip and owns(address):
-                    traded[address] = traded.get(address, 0.0) + notional
+                if address not in skip and (owns is None or owns(address)):
+                    earlier = traded.get(address)
+                    traded[address] = notional if earlier is None else earlier + notional
         for address in self.registry.observe(traded, time_ms):
             self.scheduler.add(address)
         for address, notional in traded.items():
-            self.scheduler.note_traded(address, time_ms, notional)
+            self.scheduler.note_traded(address, time_ms, float(notional))
 
     def expire(self, inactive_ms: int) -> int:
         gone = self.registry.expire_addresses(now_ms(), inactive_ms)

@@ -115,7 +115,10 @@ class LiquidationDetector:
             if buyer in liquidators or seller in liquidators:
                 event = self._backstop(trade, buyer in liquidators, seller in liquidators)
             elif positions is not None:
-                event = self._market(trade, positions)
+                held = positions(buyer if trade.side == "buy" else seller)  # the taker's
+                if not held:
+                    continue  # nearly every trade: an untracked or flat taker
+                event = self._market(trade, held)
             else:
                 continue
             if event is not None:
@@ -133,9 +136,9 @@ class LiquidationDetector:
         victim = trade.seller if buyer_is_vault else trade.buyer
         return _event(trade, side, "backstop", victim)
 
-    def _market(self, trade: Trade, positions: PositionLookup) -> LiquidationEvent | None:
+    def _market(self, trade: Trade, held: Mapping[str, PositionView]) -> LiquidationEvent | None:
         taker = trade.buyer if trade.side == "buy" else trade.seller
-        position = positions(taker).get(trade.coin)
+        position = held.get(trade.coin)
         if position is None:
             return None
         liq_px = position.liquidation_px

@@ -204,9 +204,11 @@ class AddressRegistry:
         """
         new: list[str] = []
         states, dirty = self._states, self._dirty
-        for raw in addresses:
-            address = raw.lower()
+        for address in addresses:
             state = states.get(address)
+            if state is None:
+                address = address.lower()  # keys are lower-case (trades' addresses already are)
+                state = states.get(address)
             if state is None:
                 states[address] = AddressState(address, time_ms, time_ms)
                 new.append(address)

@@ -13,6 +13,13 @@ driven over HTTP), the collector (a subprocess, as users run it) and a private i
    CPU of every process over the same polls (`others`: processes not ours, on a shared box).
    The collector's own counters over the same polls tell where a shortfall is: trades taken
    in per second, and its backlog of points not yet written.
+   The flood is pre-built and unrecorded (`fast_push(record=False)`, `tests.simulator.trades.
+   Flood`): wire-valid trades (px near the mid, stepped sizes, distinct tids, buyers and sellers
+   from the `addresses` population) joined from pre-serialized pieces with the time of sending,
+   counted by the simulator but with no fills, ledger rows or candles behind them. Why: the
+   real exchange is not on the collector's machine, yet here the load generator shares its 2
+   cores; generating each trade in full (~15 us of simulator CPU, half a core at 30k/s) would
+   starve the collector and influxd; the flood costs about 1 us a trade, sending included.
 3. profile (optional, `profile_trades` > 0): the same push again with py-spy sampling the
    collector (`bench.hotspots`), so the throughput figure above is not disturbed by it.
 4. latency: the simulator's background flow at `latency_rate` trades/s for `latency_seconds`;
@@ -86,14 +93,14 @@ def push_and_watch(
     every: float,
     metrics_port: int | None = None,
 ) -> tuple[list[tuple[float, int, dict[str, float]]], dict[str, Any]]:
-    """Start a fast push; (monotonic time, trades landed since, CPU reading) every `every` s
-    until all landed or nothing landed for 20 s; and the final count check (`LandedCounter`)
-    plus, with `metrics_port`, what the collector says over the same steady window: trades it
-    took in per second (`ingest_trades_per_s`; above the landed rate = the writer is behind),
-    its largest backlog (points not yet written) and the largest lag from exchange time to
-    hand-over to the writer."""
+    """Start a fast unrecorded push (module docstring, 2.); (monotonic time, trades landed
+    since, CPU reading) every `every` s until all landed or nothing landed for 20 s; and the
+    final count check (`LandedCounter`) plus, with `metrics_port`, what the collector says over
+    the same steady window: trades it took in per second (`ingest_trades_per_s`; above the
+    landed rate = the writer is behind), its largest backlog (points not yet written) and the
+    largest lag from exchange time to hand-over to the writer."""
     landed_since = LandedCounter(influx, time.time_ns() // 1_000_000 * 1_000_000)
-    sim.control("fast_push", count=trades, batch=frame_size, wait=False)
+    sim.control("fast_push", count=trades, batch=frame_size, record=False, wait=False)
     samples = [(time.monotonic(), 0, meter.read())]
     progress_at = time.monotonic()
     pending, lag, ingested = 0.0, 0.0, [0.0]
@@ -344,7 +351,7 @@ def run(
             settle(meter, ("influxd", "collector"))
             lag = latency(influx, sim, meter, latency_rate, latency_seconds, latency_poll_interval)
             metrics = scrape(metrics_port)
-            pushed = sim.ledger()["trades"]
+            pushed = sim.ledger()["trades"]  # every trade sent, the unrecorded floods included
             stored = influx.count()
         finally:
             influx.close()

@@ -272,7 +272,7 @@ def run_subprocess(trades: int, addresses: int, frame_size: int = 100) -> dict[s
             target = before + trades
             started = time.monotonic()
             baseline = memory_mb(pid, "VmRSS")
-            sim.control("fast_push", count=trades, batch=frame_size, wait=False)
+            sim.control("fast_push", count=trades, batch=frame_size, record=False, wait=False)
             timeline, metrics, pending_max = [], {}, 0.0
             stalled_since = time.monotonic()
             while True:

@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.simulator import HLP_LIQUIDATOR, HLP_PARENT, Simulator
 from tests.simulator.rest import weight
+from validate import TradesMessage, parse_ws_message
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "hyperliquid"
 QUIET = {"rate": 0, "evolve_interval": 0, "auto_liquidations": False, "push_interval": 60}
@@ -491,6 +492,38 @@ async def test_fast_push_batches_frames(make_sim: Callable[..., Any]) -> None:
             sizes.append(len((await recv_channel(ws, "trades"))["data"]))
     assert result["count"] == 5000 and result["frames"] == 20 and sizes == [250] * 20
     assert len(sim.ledger.trade_keys("kPEPE")) == 5000
+
+
+async def test_unrecorded_fast_push_sends_valid_distinct_trades(
+    make_sim: Callable[..., Any],
+) -> None:
+    """record=False: pre-built trades, still valid wire trades, counted but recorded nowhere."""
+    sim = await make_sim(**QUIET, n_addresses=50)
+    coins = [cs.name for cs in sim.market.active]
+    async with websockets.connect(sim.ws_url, max_size=None) as ws:
+        for coin in coins:
+            await subscribe(ws, {"type": "trades", "coin": coin})
+        result = await sim.fast_push(5000, batch=250, record=False)
+        frames = [await asyncio.wait_for(ws.recv(), 2) for _ in range(result["frames"])]
+        with pytest.raises(TimeoutError):  # nothing more than what was counted
+            await asyncio.wait_for(ws.recv(), 0.2)
+    messages = [parse_ws_message(f) for f in frames]
+    batches = [m.trades for m in messages if isinstance(m, TradesMessage) and not m.rejected]
+    assert len(batches) == len(messages) == 20
+    assert all(len({t.coin for t in batch}) == 1 for batch in batches)
+    trades = [t for batch in batches for t in batch]
+    assert result["count"] == 5000 == len(trades) and len({t.coin for t in trades}) > 1
+    assert len({(t.coin, t.time_ms, t.tid % 10**6) for t in trades}) == 5000  # also the slots
+    assert max(t.tid for t in trades) < 2**50
+    wire_keys = ["coin", "side", "px", "sz", "time", "hash", "tid", "users"]  # as burst sends
+    assert list(json.loads(frames[0])["data"][0]) == wire_keys
+    assert {t.buyer for t in trades} == set(sim.addresses) >= {t.seller for t in trades}
+    for t in trades:
+        cs = sim.market.coins[t.coin]
+        assert t.sz % Decimal(10) ** -cs.sz_decimals == 0 and abs(t.px / Decimal(cs.mid) - 1) < 0.05
+    summary = (await _clients[id(sim)].get("/_sim/ledger")).json()
+    assert summary["trades"] == sim.ledger.trade_count() == 5000 and not sim.ledger.trades
+    assert not any(sim.factory.recent[c] for c in coins) and not sim.fills.by_user
 
 
 async def test_control_endpoint_over_http(make_sim: Callable[..., Any]) -> None:

@@ -1,7 +1,9 @@
-"""Trade generation: taker orders filled against makers, 50-bit tids, hashes, recording."""
+"""Trade generation: taker orders filled against makers, 50-bit tids, hashes, recording; and a
+cheap unrecorded flood of pre-built trades for throughput benchmarks (`Flood`)."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from typing import Any
@@ -11,9 +13,15 @@ from .fills import Fills
 from .ledger import Ledger, Row, row_of
 from .market import CoinState, Market
 from .population import Population
+from .wire import dumps
 
 TID_BITS = 50
 PARTS = (1, 1, 1, 1, 2, 2, 3, 5)  # makers filled by one taker order
+FLOOD_POOL = 2048  # pre-built trades per coin (and at least as many buyer-seller pairs)
+FLOOD_LOWS = 1 << 16  # distinct tid % 10**6 values, cycled by the flood's trade counter
+TID_HIGH = 2**TID_BITS // 10**6  # tid = high * 10**6 + low stays below 2**50
+FLOOD_REPRICE = 0.002  # a pool is rebuilt once its coin's mid has moved this much (0.2 %)
+Fragment = tuple[str, str]  # a trade's JSON up to its time, then up to its tid
 
 
 class TradeFactory:
@@ -41,6 +49,7 @@ class TradeFactory:
         self._ms: dict[str, int] = {}
         self._tids: dict[str, set[int]] = {}
         self._weights = [cs.spec.weight for cs in market.active]
+        self.flood = Flood(config, population)
 
     # --- identifiers -----------------------------------------------------------------------
 
@@ -168,3 +177,101 @@ class TradeFactory:
             self.commit(name, trades, rows)
             per_coin[name] = trades
         return per_coin
+
+
+class Flood:
+    """Valid wire trades at a fraction of `TradeFactory.orders`' cost, recorded nowhere.
+
+    Trades are joined from pre-built JSON pieces: per coin a pool of `FLOOD_POOL` (side, px,
+    sz, hash) heads from taker orders sweeping makers around the current mid (rebuilt when the
+    mid has moved by `FLOOD_REPRICE`), read from a random start per frame; the time (one per
+    frame); tid = a random high part per frame * 10**6 + a low part from a fixed shuffle of
+    10**6, cycled by a run-long counter, so tids (and tid % 10**6, the collector's timestamp
+    slot) never repeat within a coin's millisecond unless `FLOOD_LOWS` trades are flooded in
+    one; and (buyer, seller), cycled over a shuffle of the whole population so every trader
+    shows up within `len(addresses)` trades, as discovery needs with large populations.
+    """
+
+    def __init__(self, config: SimConfig, population: Population) -> None:
+        self.config = config
+        self.population = population
+        self.rng = random.Random(f"{config.seed}:flood")
+        self.seq = 0
+        self.lows: list[str] = []  # doubled lists (any run is one slice), built on first use
+        self.users: list[str] = []
+        self.pools: dict[str, tuple[float, int, list[Fragment]]] = {}  # mid, decimals, pool
+
+    def frame(self, cs: CoinState, n: int, time: int) -> str:
+        """A trades frame of `n` (at most `FLOOD_LOWS`) trades of `cs` at `time`."""
+        pool, lows, users = self._pool(cs, n), self._lows(), self._users(n)
+        start = int(self.rng.random() * (len(pool) // 2))
+        low, pair = self.seq % (len(lows) // 2), self.seq % (len(users) // 2)
+        self.seq += n
+        t, high = str(time), str(self.rng.randrange(1, TID_HIGH))
+        trades = [
+            f"{head}{t}{mid}{high}{lo}{who}"
+            for (head, mid), lo, who in zip(
+                pool[start : start + n], lows[low : low + n], users[pair : pair + n], strict=True
+            )
+        ]
+        return '{"channel":"trades","data":[' + ",".join(trades) + "]}"
+
+    def _lows(self) -> list[str]:
+        if not self.lows:
+            lows = [f"{low:06d}" for low in self.rng.sample(range(10**6), FLOOD_LOWS)]
+            self.lows = lows + lows
+        return self.lows
+
+    def _users(self, n: int) -> list[str]:
+        """`,"users":[buyer,seller]}` pieces: every trader a buyer once per len(addresses)."""
+        if len(self.users) // 2 < n:
+            addresses = self.population.addresses
+            if len(addresses) < 2:
+                raise ValueError("a flood needs at least 2 traders (n_addresses)")
+            size, rand = max(FLOOD_POOL, len(addresses), n), self.rng.random
+            order = self.rng.sample(addresses, len(addresses))
+            pieces = []
+            for i in range(size):
+                buyer = order[i % len(order)]
+                seller = order[(i + 1 + int(rand() * (len(order) - 1))) % len(order)]
+                pieces.append(f',"users":["{buyer}","{seller}"]}}')
+            self.users = pieces + pieces
+        return self.users
+
+    def _pool(self, cs: CoinState, n: int) -> list[Fragment]:
+        """The coin's pool (doubled), rebuilt if too small or priced off the current mid."""
+        cached = self.pools.get(cs.name)
+        if cached is not None:
+            mid, decimals, pool = cached
+            fresh = abs(cs.mid / mid - 1.0) < FLOOD_REPRICE and decimals == cs.decimals
+            if fresh and len(pool) // 2 >= n:
+                return pool
+        built = self.fragments(cs, max(FLOOD_POOL, n))
+        self.pools[cs.name] = (cs.mid, cs.decimals, built + built)
+        return built + built
+
+    def fragments(self, cs: CoinState, n: int) -> list[Fragment]:
+        """`n` trades of taker orders sweeping 1-5 makers (one hash, the taker's side and a
+        price walking away from the touch) from a local walk of the mid."""
+        rng, cfg = self.rng, self.config
+        sz_step, mid, coin = 10.0**-cs.sz_decimals, cs.mid, dumps(cs.name)
+        out: list[Fragment] = []
+        while len(out) < n:
+            g = rng.gauss(0.0, 1.0)
+            mid *= math.exp(cfg.price_sigma * g - cfg.price_reversion * math.log(mid / cs.anchor))
+            buys, hash_ = rng.random() < 0.5, self._hash()
+            side = "B" if buys else "A"
+            px = (math.floor(mid / cs.tick) + (1 if buys else 0)) * cs.tick
+            head = f'{{"coin":{coin},"side":"{side}","px":"{cs.px(px)}","sz":"'
+            for _ in range(min(n - len(out), rng.choice(PARTS))):
+                size = max(sz_step, round(50.0 * rng.paretovariate(1.2) / px / sz_step) * sz_step)
+                out.append((f'{head}{cs.sz(size)}","time":', f',"hash":"{hash_}","tid":'))
+                if rng.random() < 0.3:
+                    px += cs.tick if buys else -cs.tick
+                    head = f'{{"coin":{coin},"side":"{side}","px":"{cs.px(px)}","sz":"'
+        return out
+
+    def _hash(self) -> str:
+        if self.rng.random() < self.config.zero_hash_fraction:
+            return ZERO_HASH
+        return f"0x{self.rng.getrandbits(256):064x}"

@@ -25,7 +25,9 @@ driven over HTTP), the collector (a subprocess, as users run it) and a private i
 4. latency: the simulator's background flow at `latency_rate` trades/s for `latency_seconds`;
    each trade carries its exchange time (the simulator's wall clock, ms). The trades since the
    start are counted every `latency_poll_interval` s (the same clock). The writer
-   posts one batch at a time, in order, so the trades visible at a poll are the oldest ones:
+   posts batches in order (at most two in flight, so a batch can land just before the one
+   ahead of it, about one batch of 5,000 trades at most), so the trades visible at a poll are
+   the oldest ones:
    trade number i (by exchange time) became queryable between the send of the last poll that
    counted fewer than i trades and the answer of the first poll that counted i or more. Latency
    = the midpoint of that interval - exchange time; `latency_resolution_s` is the median width

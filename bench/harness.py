@@ -239,10 +239,11 @@ class LandedCounter:
     """Trades stored with a time at or after `start_ns`, counted cheaply enough to poll often.
 
     A COUNT over everything costs influxd more the more it holds (~80 ms for 300k points here),
-    which would steal CPU from what is measured. The writer posts one batch at a time in the
-    order the trades arrived, and the exchange sends them in time order, so what is stored is
-    every trade up to about the newest one stored: the stretch older than `settled_s` before
-    the newest stored trade is counted once, and each call counts only the stretch after it.
+    which would steal CPU from what is measured. The writer posts batches in the order the
+    trades arrived (two in flight at most), and the exchange sends them in time order, so what
+    is stored is every trade up to about the newest one stored: the stretch older than
+    `settled_s` before the newest stored trade is counted once, and each call counts only the
+    stretch after it.
     Call `verify()` at the end: a full count must agree (else the order assumption failed).
     """
 

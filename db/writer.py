@@ -1,7 +1,9 @@
 """The one way points reach InfluxDB: batch, send, sort the answer, lose nothing that was accepted.
 
 Producers call `write()` with line-protocol lines (synchronous, cheap). Lines are cut into batches
-by size (`batch_size`) and time (`flush_interval`). A sender task posts each batch once; a batch
+by size (`batch_size`) and time (`flush_interval`). Sender tasks post each batch once (`in_flight`
+requests at a time, so InfluxDB parses one batch while the answer to another waits for the busy
+event loop); a batch
 that cannot be delivered now (server down, slow, overloaded, credentials refused, database
 missing) goes to the on-disk spool, and while the spool holds anything every new batch joins it
 there, so the replayer delivers everything oldest first, backing off with jitter between tries.
@@ -87,6 +89,7 @@ class InfluxWriter:
         flush_interval: float = 1.0,
         on_database_missing: Callable[[], Awaitable[bool]] | None = None,
         backoff_cap: float = BACKOFF_CAP,
+        in_flight: int = 2,
     ) -> None:
         self.target = target
         self.spool = spool
@@ -95,12 +98,15 @@ class InfluxWriter:
         self.flush_interval = flush_interval
         self.on_database_missing = on_database_missing
         self.backoff_cap = backoff_cap
+        self.in_flight = in_flight
         self.stats = WriterStats()
         self._buffer: list[str] = []
         self._queued_points = 0
         self._queue: asyncio.Queue[list[str] | None] = asyncio.Queue()
         self._client: httpx.AsyncClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._senders: list[asyncio.Task[None]] = []
+        self._sending = 0  # batches taken by a sender and not yet written or spooled
         self._spool_ready = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -145,6 +151,10 @@ class InfluxWriter:
             f"spool={self.spool.points} points/{self.spool.bytes} bytes"
         )
 
+    def _set_idle_if_done(self) -> None:
+        if self._queue.empty() and self._sending == 0:
+            self._idle.set()
+
     @property
     def pending_points(self) -> int:
         """Points accepted but not yet written or spooled (buffer + queued batches)."""
@@ -156,10 +166,14 @@ class InfluxWriter:
         self._client = self.target.async_client()
         if len(self.spool):
             self._spool_ready.set()
+        self._senders = [
+            asyncio.create_task(self._sender(), name=f"writer-sender-{i}")
+            for i in range(self.in_flight)
+        ]
         self._tasks = [
             asyncio.create_task(self._ticker(), name="writer-ticker"),
-            asyncio.create_task(self._sender(), name="writer-sender"),
             asyncio.create_task(self._replayer(), name="writer-replayer"),
+            *self._senders,
         ]
 
     async def flush(self) -> None:
@@ -184,14 +198,17 @@ class InfluxWriter:
         self._closed = True
         deadline = time.monotonic() + timeout
         self._cut()
-        self._queue.put_nowait(None)
-        ticker, sender, replayer = self._tasks
+        for _ in self._senders:
+            self._queue.put_nowait(None)
+        ticker, replayer = self._tasks[:2]
         ticker.cancel()
+        senders = asyncio.gather(*self._senders)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(sender), max(0.0, deadline - time.monotonic()))
-        if not sender.done():
-            sender.cancel()  # spools its in-flight batch, see _sender
-            await asyncio.gather(sender, return_exceptions=True)
+            await asyncio.wait_for(asyncio.shield(senders), max(0.0, deadline - time.monotonic()))
+        for sender in self._senders:
+            if not sender.done():
+                sender.cancel()  # spools its in-flight batch, see _sender
+        await asyncio.gather(*self._senders, return_exceptions=True)
         self._spool_leftovers()
         remaining = deadline - time.monotonic()
         if len(self.spool) and remaining > 0:
@@ -230,11 +247,10 @@ class InfluxWriter:
         """Posts each batch once; spools a batch that fails or comes while the spool is busy."""
         while True:
             batch = await self._queue.get()
-            if batch:
-                self._queued_points -= len(batch)
             if batch is None:
-                self._idle.set()
                 return
+            self._queued_points -= len(batch)
+            self._sending += 1
             try:
                 if len(self.spool):
                     await self._spool(batch)
@@ -246,8 +262,9 @@ class InfluxWriter:
             except asyncio.CancelledError:
                 self._spool_sync(batch)
                 raise
-            if self._queue.empty():
-                self._idle.set()
+            finally:
+                self._sending -= 1
+            self._set_idle_if_done()
 
     async def _replayer(self) -> None:
         """Delivers spooled segments oldest first; backs off with jitter while InfluxDB is down."""

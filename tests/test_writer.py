@@ -74,6 +74,22 @@ async def test_batches_by_size_and_every_point_arrives(influxd, influx_db, data_
     assert values(influxd.url, influx_db) == list(range(12_345))
 
 
+async def test_a_slow_answer_does_not_hold_the_next_batch(influxd, influx_db, data_dir):
+    """Two requests in flight: InfluxDB parses one batch while the answer to the other waits."""
+    with FaultProxy(influxd.url) as proxy:
+        proxy.faults.append(Fault(status=0, delay=1.0))  # the first batch is forwarded late
+        writer = make_writer(proxy.url, influx_db, data_dir, batch_size=100)
+        await writer.start()
+        writer.write(lines(0, 300))
+        await writer.flush()
+        assert len(proxy.write_times) == 3
+        assert proxy.write_times[1] - proxy.write_times[0] < 0.5  # did not wait for the first
+        assert writer.pending_points == 0 and writer.stats.written == 300
+        assert writer.stats.spooled == 0
+        await writer.close()
+    assert values(influxd.url, influx_db) == list(range(300))
+
+
 async def test_flushes_by_time_without_being_asked(influxd, influx_db, data_dir):
     writer = make_writer(influxd.url, influx_db, data_dir, batch_size=5000, flush_interval=0.2)
     await writer.start()

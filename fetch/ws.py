@@ -234,6 +234,10 @@ class MarketStream:
             try:
                 async for raw in ws:
                     self.handle_frame(raw)
+                    # recv() returns queued frames without suspending: in a flood this loop
+                    # would keep the event loop for a dozen frames, and the writer's posts
+                    # (several turns each) would leave InfluxDB idle meanwhile
+                    await asyncio.sleep(0)
             finally:
                 self._ws = None
                 for task in helpers:

@@ -38,6 +38,15 @@ def _serialization() -> dict[str, Any]:
     return serialize.run()
 
 
+def _trade_path() -> dict[str, Any]:
+    from bench import trade_path
+
+    return {
+        "traders_300": trade_path.run(addresses=300),
+        "traders_200k": trade_path.run(addresses=200_000, trades=300_000, rounds=2),
+    }
+
+
 def _engines() -> dict[str, Any]:
     from bench import engines
 
@@ -66,6 +75,7 @@ SECTIONS: dict[str, Callable[[], dict[str, Any]]] = {
     "writer": _writer,
     "validation": _validation,
     "serialization": _serialization,
+    "trade_path": _trade_path,
     "engines": _engines,
     "freshness": _freshness,
     "e2e": _e2e,

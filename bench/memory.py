@@ -103,21 +103,15 @@ class FrameMaker:
 
 
 async def _child(args: argparse.Namespace) -> dict[str, Any]:
+    from bench.trade_path import wire
     from db.client import InfluxTarget
     from db.dead_letter import DeadLetters
     from db.spool import Spool
     from db.writer import InfluxWriter
-    from fetch.ws import MarketStream
-    from process.jobs import PositionsJob, TradeSink
-    from process.liquidations import LiquidationDetector
-    from process.points import PointBuilder
-    from process.poll_scheduler import PollScheduler
     from process.registry import AddressRegistry
-    from process.shard import Shard
 
     workdir = Path(args.workdir)
     rss = lambda: round(memory_mb("self", "VmRSS"), 1)  # noqa: E731
-    builder = PointBuilder()
     writer = InfluxWriter(
         InfluxTarget(args.influx_url, DB),
         Spool(workdir / "spool"),
@@ -126,17 +120,7 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
         flush_interval=1.0,
     )
     registry = AddressRegistry(workdir / "addresses.sqlite")
-    positions = PositionsJob(
-        None,  # type: ignore[arg-type] - never polls here, only discovers
-        builder,
-        writer,
-        registry,
-        PollScheduler(rate_per_min=378.0),  # the default positions share of the budget
-        Shard.parse("0/1"),
-    )
-    detector = LiquidationDetector(frozenset({LIQUIDATOR}), positions.positions_of)
-    sink = TradeSink(builder, writer, detector, discover=positions.discover)
-    stream = MarketStream("ws://127.0.0.1:1/ws", [c for c, _, _ in COINS], on_trades=sink)
+    stream, builder, positions = wire(writer, registry)
     maker = FrameMaker(args.addresses)
     await writer.start()
     baseline = rss()

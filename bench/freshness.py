@@ -20,6 +20,10 @@ since the last poll counts with its real size and its stale snapshot); the same 
 within `near` of liquidation; the weight used per calendar minute and per sliding 60 s (max).
 For scale: `bound_static_s` = (sum sqrt usd)^2 / (2 R sum usd), the least any scheduler could
 reach if positions never changed and flat addresses were never polled; `round_robin_s` = N / 2R.
+The positions here change faster than that bound allows for (each trader trades about hourly,
+while the budget polls an address every N / R, 4.4 h at the defaults), and a 60-minute run
+measures mostly the recovery from the restart state (the tiers start in their own steady
+state); `--minutes 300 --warmup-minutes 150` comes closer to steady state.
 
 `python -m bench.freshness --addresses 100000 --minutes 60` prints the figures as JSON.
 """
@@ -108,11 +112,14 @@ def run(
     fail_rate: float = 0.01,
     warmup_minutes: int | None = None,
     trade_hints: bool = True,
-    floor_usd: float = 100.0,
-    liq_k: float = 0.1,
-    memory: float = 0.5,
+    floor_usd: float | None = None,
+    liq_k: float | None = None,
+    memory: float | None = None,
 ) -> dict[str, object]:
-    """Simulate every scheduler over the same world; returns the figures (module docstring)."""
+    """Simulate every scheduler over the same world; returns the figures (module docstring).
+
+    `floor_usd`, `liq_k`, `memory`: `PollScheduler`'s own defaults unless given.
+    """
     started = time.perf_counter()
     rng = random.Random(seed)
     world = _World(addresses, rng, alpha, flat_fraction, near_fraction)
@@ -122,9 +129,13 @@ def run(
     snaps = [-rng.random() * cycle_s for _ in range(addresses)]
     names = [f"0x{i:040x}" for i in range(addresses)]
     index = {name: i for i, name in enumerate(names)}
+    default = PollScheduler()
     schedulers: dict[str, Scheduler] = {
         "ours": PollScheduler(
-            rate_per_min=budget_per_min / 2, floor_usd=floor_usd, liq_k=liq_k, memory=memory
+            rate_per_min=budget_per_min / 2,
+            floor_usd=default.floor_usd if floor_usd is None else floor_usd,
+            liq_k=default.liq_k if liq_k is None else liq_k,
+            memory=default.memory if memory is None else memory,
         ),
         "tiers": FixedTierScheduler(),
         "tiers_relative": FixedTierScheduler(overdue="relative"),
@@ -271,8 +282,8 @@ def main() -> None:
     parser.add_argument("--flat-fraction", type=float, default=0.25)
     parser.add_argument("--warmup-minutes", type=int, default=None, help="default: minutes / 6")
     parser.add_argument("--no-trade-hints", action="store_true")
-    parser.add_argument("--liq-k", type=float, default=0.1)
-    parser.add_argument("--memory", type=float, default=0.5)
+    parser.add_argument("--liq-k", type=float, default=None, help="default: the scheduler's")
+    parser.add_argument("--memory", type=float, default=None, help="default: the scheduler's")
     args = parser.parse_args()
     result = run(
         args.addresses,

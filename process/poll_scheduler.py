@@ -5,22 +5,31 @@ Polling address i every T_i gives it a mean age of T_i / 2 at a cost of 1 / T_i 
 time; minimizing sum w_i T_i / 2 subject to sum 1 / T_i = R (Lagrangian) gives
 T_i = sqrt(2 lambda / w_i): poll each address at a rate proportional to sqrt(w_i).
 
-`PollScheduler` realizes those rates without knowing R, by stride scheduling: each address has a
-stride 1 / sqrt(w_i) and a pass (its key in a heap); the address with the smallest pass is
-polled next and its pass becomes (virtual time) + stride, where virtual time is the pass of the
-last address served. Over any stretch every address is polled in proportion to 1 / stride =
-sqrt(w_i), whatever the rate the budget actually allows, and the schedule is smooth (each
-address about once per period, no bursts). It is the deadline form of the index policy "poll the
-largest w_i * age_i^2". `next_batch` pops the heap (lazy invalidation: stale entries are skipped),
-so it costs O(n log N).
+`PollScheduler` realizes those rates without knowing R, by the index policy "poll the largest
+w_i * age_i^2" (equivalently sqrt(w_i) * age_i), age being the time since the last successful
+poll: whatever rate the budget allows, each address comes up when its index reaches a common
+threshold, so in steady state it is polled every T_i ~ 1 / sqrt(w_i), smoothly (about once per
+period, no bursts). Unlike a schedule of deadlines, the index also ranks what is overdue by what
+a poll gains: after a restart (ages restored from the registry) or when a trade makes an old
+snapshot matter, the largest w * age^2 goes first, and an address polled a moment ago comes
+back after its own period instead of waiting behind a backlog of small overdue ones. Addresses
+sit in weight classes (`_CLASSES_PER_OCTAVE` per doubling of sqrt(w)), oldest first in each;
+`next_batch` merges the classes' heads by their index (lazy invalidation: stale items are
+skipped), so it costs O(C + n log N) for C classes.
 
 Weights: w_i = exposure * (1 + liq_k / max(distance, liq_eps)), distance being the smallest
 |mark - liq| / mark among its positions (positions near liquidation are polled more often), and
 exposure = max(notional, memory x typical notional, notional traded since the last poll,
-floor_usd): a whale that closed is still watched (it tends to reopen big), a trade seen on the
-stream (`note_traded`) moves a quiet address up at once, and flat addresses still get polled now
-and then so new positions are found. Never-polled addresses come first (discovery, FIFO); failed
-ones wait out their backoff, then go first.
+floor_usd). A position only opens or changes through trades, which the trade stream shows
+(`note_traded`): a trade raises the exposure at once, and an address that opened after a long
+quiet spell has a large index because its snapshot is old. So an address with no trade since its
+last poll is as it was polled (up to price moves), and `memory` (default 0.1) only hedges against
+trades the stream missed (reconnects, coins not followed): a closed whale is still polled at
+sqrt(0.1) ~ 1/3 of its open rate, without spending much on the flat majority. A trade does not
+make an address due at once: trades are far more frequent than polls (on the simulated exchange
+they would take the whole budget); its index decides. Never-polled addresses come first
+(discovery, FIFO); failed ones wait out their backoff, then compete by their index (a failed
+poll refreshed nothing, so their age keeps growing).
 
 `FixedTierScheduler` is the baseline other tools use (30 s / 120 s / 600 s tiers by notional).
 Both share one interface; all times are passed in (ms), so both can be simulated.
@@ -36,7 +45,9 @@ from typing import Literal
 
 from process.registry import TYPICAL_HALF_LIFE_MS, backoff_ms, decayed_peak
 
-_NEW, _QUEUED, _FLIGHT, _BACKOFF, _PENDING = range(5)
+_NEW, _QUEUED, _FLIGHT, _BACKOFF = range(4)
+_CLASSES_PER_OCTAVE = 8
+"""PollScheduler: weight classes per doubling of sqrt(weight) (within one, oldest first)."""
 
 
 @dataclass(slots=True)
@@ -44,16 +55,15 @@ class _Entry:
     polled: bool = False
     last_polled_ms: int | None = None
     key: float = 0.0
-    """PollScheduler: pass (virtual time); FixedTierScheduler: last poll time (ms)."""
+    """Last successful poll time (ms); 0 if unknown."""
     token: int = 0
     """Matches the one live queue entry; older heap entries are stale and skipped."""
     where: int = _NEW
     failures: int = 0
     tier: int = 0
-    stride: float = 0.0
-    """1 / sqrt(weight)."""
-    start: float = 0.0
-    """Virtual time of the last poll: pass = start + stride."""
+    """FixedTierScheduler: index into its tiers; PollScheduler: weight class."""
+    root: float = 0.0
+    """PollScheduler: sqrt(weight)."""
     notional: float = 0.0
     distance: float | None = None
     typical: float = 0.0
@@ -199,10 +209,10 @@ class Scheduler:
 
 
 class PollScheduler(Scheduler):
-    """Stride scheduling on sqrt(weight): the optimal periodic schedule (module docstring).
+    """The index policy: poll the largest sqrt(weight) x age (module docstring).
 
-    `rate_per_min` (polls per minute the budget allows) is used only to place addresses restored
-    with a `last_polled_ms` (after a restart); the steady state does not depend on it.
+    `rate_per_min` is accepted for compatibility and checked, but the policy needs no rate: the
+    threshold the index must reach adapts to whatever rate the budget allows.
     """
 
     def __init__(
@@ -211,7 +221,7 @@ class PollScheduler(Scheduler):
         floor_usd: float = 100.0,
         liq_k: float = 0.1,
         liq_eps: float = 0.002,
-        memory: float = 0.5,
+        memory: float = 0.1,
         memory_half_life_ms: int = TYPICAL_HALF_LIFE_MS,
         rate_per_min: float = 378.0,
         backoff_base_ms: int = 30_000,
@@ -228,11 +238,10 @@ class PollScheduler(Scheduler):
         self.memory = memory
         self.memory_half_life_ms = memory_half_life_ms
         self.rate_per_min = rate_per_min
-        self.vtime = 0.0
-        """Virtual time: the largest pass served so far."""
-        self._heap: list[tuple[float, int, str]] = []
-        self._pending: list[tuple[str, int]] = []
-        self._sqrt_sum = 0.0
+        self._classes: dict[int, list[tuple[float, int, str]]] = {}
+        """Weight class -> heap of (last poll ms, token, address): oldest first."""
+        self._items = 0
+        """Items in the class heaps, stale ones included (compaction)."""
 
     def weight(
         self, notional_usd: float, min_liq_distance: float | None, typical_usd: float = 0.0
@@ -244,56 +253,78 @@ class PollScheduler(Scheduler):
             weight *= 1 + self.liq_k / max(min_liq_distance, self.liq_eps)
         return weight
 
-    def discard(self, address: str) -> bool:
-        entry = self._entries.get(address)
-        if entry is not None:
-            self._sqrt_sum -= 1 / entry.stride
-        return super().discard(address)
-
     def next_batch(self, now_ms: int, n: int) -> list[str]:
-        """Up to `n` addresses to poll now: never-polled first, then the smallest passes.
+        """Up to `n` addresses to poll now: never-polled first, then the largest indexes.
 
         They are in flight until `note_polled`, `note_failed` or `release`.
         """
-        if self._pending:
-            self._place_pending(now_ms)
         self._release_backoff(now_ms)
         out: list[str] = []
         self._take_new(out, n)
-        heap, entries = self._heap, self._entries
-        while heap and len(out) < n:
-            key, token, address = heapq.heappop(heap)
-            entry = entries.get(address)
-            if entry is not None and entry.token == token and entry.where == _QUEUED:
-                entry.where = _FLIGHT
-                self.vtime = max(self.vtime, key)
-                out.append(address)
-        if len(heap) > 2 * len(entries) + 1024:
+        if len(out) < n:
+            self._take_largest(out, n, now_ms)
+        if self._items > 2 * len(self._entries) + 1024:
             self._compact()
         return out
 
     def note_traded(self, address: str, now_ms: int, notional_usd: float) -> None:
         """The trade stream saw `address` trade `notional_usd`: its position changed.
 
-        Until the next poll its exposure is taken as at least the traded notional, and its pass
-        moves up to match (a whale opening after a quiet spell is polled within its period).
+        Until the next poll its exposure is taken as at least the traded notional: a flat
+        address (or a whale) that opens after a quiet spell has a large index at once, its
+        snapshot being as old as its last poll.
         """
         entry = self._entries.get(address)
         if entry is None or not entry.polled or notional_usd <= entry.traded:
             return
         entry.traded = notional_usd
-        stride = entry.stride
+        tier = entry.tier
         self._reweigh(entry)
-        if entry.stride < stride and entry.where == _QUEUED:
-            key = entry.start + entry.stride
-            if key < entry.key:
-                entry.key, entry.token = key, self._token()
-                heapq.heappush(self._heap, (key, entry.token, address))
+        if entry.tier != tier and entry.where == _QUEUED:
+            entry.token = self._token()
+            self._push(address, entry)
+
+    def _take_largest(self, out: list[str], n: int, now_ms: int) -> None:
+        """Pop the largest indexes: a merge of the class heaps' heads (the oldest of each)."""
+        entries, classes = self._entries, self._classes
+        heads: list[tuple[float, float, int, int]] = []
+        for tier, heap in classes.items():
+            if self._head(heap):
+                polled_ms, token, address = heap[0]
+                index = entries[address].root * (now_ms - polled_ms)
+                heads.append((-index, polled_ms, token, tier))
+        heapq.heapify(heads)
+        while heads and len(out) < n:
+            tier = heapq.heappop(heads)[3]
+            heap = classes[tier]
+            address = heapq.heappop(heap)[2]
+            self._items -= 1
+            entries[address].where = _FLIGHT
+            out.append(address)
+            if self._head(heap):
+                polled_ms, token, address = heap[0]
+                index = entries[address].root * (now_ms - polled_ms)
+                heapq.heappush(heads, (-index, polled_ms, token, tier))
+            elif not heap:
+                del classes[tier]
+
+    def _head(self, heap: list[tuple[float, int, str]]) -> bool:
+        """Drop stale items from the top of `heap`; True if a live one is left there."""
+        entries = self._entries
+        while heap:
+            _, token, address = heap[0]
+            entry = entries.get(address)
+            if entry is not None and entry.token == token and entry.where == _QUEUED:
+                return True
+            heapq.heappop(heap)
+            self._items -= 1
+        return False
 
     def _describe(
         self, entry: _Entry, notional: float, distance: float | None, typical: float
     ) -> None:
         entry.notional, entry.distance, entry.typical = notional, distance, max(typical, notional)
+        entry.key = float(entry.last_polled_ms or 0)
         self._reweigh(entry)
 
     def _polled(self, entry: _Entry, now_ms: int, notional: float, distance: float | None) -> None:
@@ -301,51 +332,38 @@ class PollScheduler(Scheduler):
             entry.typical, entry.last_polled_ms, notional, now_ms, self.memory_half_life_ms
         )
         entry.notional, entry.distance, entry.traded = notional, distance, 0.0
+        entry.key = float(now_ms)
         self._reweigh(entry)
-        entry.start = self.vtime
-        entry.key = self.vtime + entry.stride
 
     def _reweigh(self, entry: _Entry) -> None:
         notional = max(entry.notional, entry.traded)
         root = math.sqrt(self.weight(notional, entry.distance, entry.typical))
-        if entry.stride:
-            self._sqrt_sum -= 1 / entry.stride
-        self._sqrt_sum += root
-        entry.stride = 1 / root
+        entry.root = root
+        entry.tier = math.floor(math.log2(root) * _CLASSES_PER_OCTAVE)
 
     def _push(self, address: str, entry: _Entry) -> None:
-        heapq.heappush(self._heap, (entry.key, entry.token, address))
-
-    def _restore(self, address: str, entry: _Entry) -> None:
-        entry.where = _PENDING  # placed by the next `next_batch`, once every weight is known
-        self._pending.append((address, entry.last_polled_ms or 0))
-
-    def _retry(self, address: str, entry: _Entry) -> None:
-        entry.key = min(entry.key, self.vtime)  # overdue: ahead of everything not yet due
-        self._enqueue(address, entry)
-
-    def _place_pending(self, now_ms: int) -> None:
-        """Restored addresses: pass = vtime + stride - age in virtual time (rate R / S per ms)."""
-        per_ms = self.rate_per_min / 60_000 / max(self._sqrt_sum, 1e-12)
-        for address, last_ms in self._pending:
-            entry = self._entries.get(address)
-            if entry is None or entry.where != _PENDING:
-                continue
-            entry.start = self.vtime - max(0, now_ms - last_ms) * per_ms
-            entry.key = entry.start + entry.stride
-            entry.where, entry.token = _QUEUED, self._token()
-            self._heap.append((entry.key, entry.token, address))
-        self._pending.clear()
-        heapq.heapify(self._heap)
+        heap = self._classes.get(entry.tier)
+        if heap is None:
+            heap = self._classes[entry.tier] = []
+        heapq.heappush(heap, (entry.key, entry.token, address))
+        self._items += 1
 
     def _compact(self) -> None:
-        entries = self._entries
-        self._heap = [
-            item
-            for item in self._heap
-            if (e := entries.get(item[2])) is not None and e.token == item[1] and e.where == _QUEUED
-        ]
-        heapq.heapify(self._heap)
+        entries, classes = self._entries, self._classes
+        for tier in list(classes):
+            heap = [
+                item
+                for item in classes[tier]
+                if (e := entries.get(item[2])) is not None
+                and e.token == item[1]
+                and e.where == _QUEUED
+            ]
+            if heap:
+                heapq.heapify(heap)
+                classes[tier] = heap
+            else:
+                del classes[tier]
+        self._items = sum(len(heap) for heap in classes.values())
 
 
 TIERS: tuple[tuple[float, int], ...] = ((1_000_000.0, 30_000), (100_000.0, 120_000), (0.0, 600_000))

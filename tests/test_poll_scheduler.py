@@ -139,7 +139,7 @@ def test_batches_never_exceed_n_nor_repeat_an_address_in_flight(
             in_flight.discard(address)
 
 
-def test_failed_addresses_wait_their_backoff_then_go_first() -> None:
+def test_failed_addresses_wait_their_backoff_then_compete_by_their_index() -> None:
     world: dict[str, tuple[float, float | None]] = {"0xa": (1e6, None), "0xb": (1e3, None)}
     scheduler = polled_once(world)
     assert scheduler.next_batch(T + 1000, 1) == ["0xa"]
@@ -155,6 +155,17 @@ def test_failed_addresses_wait_their_backoff_then_go_first() -> None:
     assert scheduler.next_batch(T + 200_000, 5) == ["0xa"]
 
 
+def test_a_retried_small_address_does_not_jump_a_whale_with_a_larger_index() -> None:
+    world: dict[str, tuple[float, float | None]] = {"0xwhale": (1e6, None), "0xsmall": (1e2, None)}
+    scheduler = polled_once(world)
+    assert scheduler.next_batch(T + 1000, 2) == ["0xwhale", "0xsmall"]
+    scheduler.note_polled("0xwhale", T + 1000, 1e6, None)
+    scheduler.note_failed("0xsmall", T + 1000)  # back at T + 31 s, last polled at T
+    # whale: sqrt(1e6) x 30 s = 30,000; small: sqrt(100) x 31 s = 310
+    assert scheduler.next_batch(T + 31_000, 1) == ["0xwhale"]
+    assert scheduler.next_batch(T + 31_000, 1) == ["0xsmall"]
+
+
 def test_restored_addresses_resume_by_staleness_and_expired_ones_leave() -> None:
     scheduler = PollScheduler(rate_per_min=60)
     scheduler.add("0xfresh", last_polled_ms=T - 1000, notional_usd=1e6)
@@ -165,6 +176,37 @@ def test_restored_addresses_resume_by_staleness_and_expired_ones_leave() -> None
     assert scheduler.next_batch(T, 5) == ["0xstale", "0xfresh"]
     assert scheduler.next_batch(T + 5000, 5) == ["0xbacking-off"]
     assert len(scheduler) == 3
+
+
+def test_a_polled_whale_does_not_wait_behind_a_backlog_of_small_overdue_addresses() -> None:
+    # After a restart every address is an hour old. The whale goes first; then its index
+    # sqrt(1e6) x age overtakes the small ones' sqrt(100) x (3600 s + t) after 37 s, and again
+    # 37 s later (a schedule of deadlines kept it waiting until all 100 had been polled).
+    scheduler = PollScheduler()
+    world: dict[str, tuple[float, float | None]] = {"0xwhale": (1e6, None)}
+    world |= {f"0x{n}": (1e2, None) for n in range(100)}
+    for address, (usd, _) in world.items():
+        scheduler.add(address, last_polled_ms=T - 3_600_000, notional_usd=usd)
+    whale = []
+    for second in range(100):
+        now = T + second * 1000
+        for address in scheduler.next_batch(now, 1):
+            whale += [second] if address == "0xwhale" else []
+            scheduler.note_polled(address, now, *world[address])
+    assert whale == [0, 37, 74]
+
+
+def test_a_trade_ranks_an_address_by_the_age_of_its_snapshot() -> None:
+    scheduler = PollScheduler()
+    scheduler.add("0xopened", last_polled_ms=T - 3_600_000)  # flat an hour ago
+    scheduler.add("0xjust-polled", last_polled_ms=T - 1000)  # flat a second ago
+    scheduler.add("0xwhale", last_polled_ms=T - 60_000, notional_usd=1e7)
+    scheduler.add("0xquiet", last_polled_ms=T - 3_600_000)  # flat an hour ago, no trade since
+    scheduler.note_traded("0xopened", T, 1e6)
+    scheduler.note_traded("0xjust-polled", T, 1e6)
+    # sqrt(weight) x age: 1000 x 3600 s, 3162 x 60 s, sqrt(floor $100) x 3600 s, 1000 x 1 s
+    assert scheduler.next_batch(T, 4) == ["0xopened", "0xwhale", "0xquiet", "0xjust-polled"]
+    assert scheduler.next_batch(T, 4) == []
 
 
 def test_a_trade_moves_a_quiet_address_up() -> None:
@@ -178,7 +220,8 @@ def test_a_trade_moves_a_quiet_address_up() -> None:
 def test_a_closed_whale_is_still_watched() -> None:
     world: dict[str, tuple[float, float | None]] = {f"0x{n}": (1e4, None) for n in range(50)}
     world["0xwhale"] = (5e7, None)
-    scheduler = polled_once(world, memory=0.5)
+    scheduler = polled_once(world)
+    assert scheduler.weight(0.0, None, 5e7) == 5e6  # memory 0.1 of its typical size
     world["0xwhale"] = (0.0, None)  # closed everything
     polls = simulate(scheduler, world, 3600, 1.0)
     assert polls["0xwhale"] > 4 * max(polls[f"0x{n}"] for n in range(50))

@@ -25,8 +25,8 @@ Two modes (`run(mode=...)`); both read VmHWM from /proc/<pid>/status of a fresh 
 
 With `positions_projection`, the in-process child afterwards stores a parsed position snapshot
 for every known address in `PositionsJob.latest`, as months of polling would (each poll keeps
-the address's open `validate.Position` objects for the market-liquidation inference), and
-reports the resident memory that adds.
+what the market-liquidation inference reads of the address's open positions,
+`process.jobs.liq_views`), and reports the resident memory that adds.
 
 `python -m bench.memory [--mode subprocess] [--trades N] [--addresses N]` prints the figures.
 """
@@ -171,6 +171,7 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
 def _fill_latest(positions: Any, addresses: list[str], rss: Any) -> dict[str, Any]:
     """Every address polled once: 1-4 open positions each (the simulator's population), parsed
     from the recorded `clearinghouseState` fixture and kept as `PositionsJob._poll` keeps them."""
+    from process.jobs import liq_views
     from validate import parse_clearinghouse_state
 
     fixture = json.loads(
@@ -182,9 +183,10 @@ def _fill_latest(positions: Any, addresses: list[str], rss: Any) -> dict[str, An
         body = dict(fixture, assetPositions=held[: 1 + i % min(4, len(held))])
         state, _ = parse_clearinghouse_state(json.dumps(body))
         assert state is not None
-        open_positions = {p.coin: p for p in state.positions if p.szi != 0}
-        positions.latest[who] = open_positions
-        kept += len(open_positions)
+        reachable = liq_views(state.positions)
+        if reachable:
+            positions.latest[who] = reachable
+        kept += len(reachable)
     after = rss()
     return {
         "addresses": len(addresses),

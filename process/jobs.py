@@ -250,13 +250,7 @@ class PositionsJob:
             positions=summary.positions,
         )
         self.scheduler.note_polled(address, polled, summary.notional_usd, summary.min_liq_distance)
-        # only what the market-liquidation inference reads: a whole Position per address
-        # would cost ~1 kB each, hundreds of MB at 200k tracked addresses
-        reachable = {
-            p.coin: LiqView(p.szi, p.liquidation_px)
-            for p in state.positions
-            if p.szi != 0 and p.liquidation_px is not None
-        }
+        reachable = liq_views(state.positions)
         if reachable:
             self.latest[address] = reachable
         else:
@@ -265,6 +259,17 @@ class PositionsJob:
         lines = self.builder.positions(address, state, polled, closed=closed)
         if lines:
             self.writer.write(lines)
+
+
+def liq_views(positions: Iterable[Position]) -> dict[str, LiqView]:
+    """coin -> what the market-liquidation inference reads of each open position that has a
+    liquidation price: a whole Position per address would cost ~1 kB each, hundreds of MB at
+    200k tracked addresses."""
+    return {
+        p.coin: LiqView(p.szi, p.liquidation_px)
+        for p in positions
+        if p.szi != 0 and p.liquidation_px is not None
+    }
 
 
 def _held(positions: Iterable[Position]) -> set[tuple[str, str]]:

@@ -25,6 +25,7 @@ from utils.errors import HyperfluxError
 from validate import AssetCtx, ClearinghouseState, Meta, Position, Trade
 
 log = logging.getLogger(__name__)
+_ZERO = Decimal(0)
 
 
 def now_ms() -> int:
@@ -200,14 +201,17 @@ class PositionsJob:
         """Traders of this shard join the registry and the schedule; a trade is a hint that
         the trader's position changed by its notional (the poller moves it up)."""
         traded: dict[str, Decimal] = {}
-        skip = self.skip
-        owns = None if self.shard.count == 1 else self.shard.owns
+        get = traded.get
         for trade in trades:
             notional = trade.px * trade.sz  # Decimal: float() of it costs 3x the product
-            for address in (trade.buyer, trade.seller):
-                if address not in skip and (owns is None or owns(address)):
-                    earlier = traded.get(address)
-                    traded[address] = notional if earlier is None else earlier + notional
+            buyer, seller = trade.buyer, trade.seller
+            traded[buyer] = get(buyer, _ZERO) + notional
+            traded[seller] = get(seller, _ZERO) + notional
+        for address in self.skip.intersection(traded):
+            del traded[address]
+        if self.shard.count > 1:
+            owns = self.shard.owns
+            traded = {address: n for address, n in traded.items() if owns(address)}
         for address in self.registry.observe(traded, time_ms):
             self.scheduler.add(address)
         for address, notional in traded.items():

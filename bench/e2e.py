@@ -4,7 +4,9 @@ Three processes share the 2 cores: the simulator (`bench.harness.SimProcess`, it
 driven over HTTP), the collector (a subprocess, as users run it) and a private influxd. In order:
 
 1. ceiling: pre-serialized 5000-line trade batches posted back to back to the same influxd
-   (`bench.writer.ceiling`), `ceiling_rounds` times, median; the yardstick for the rest.
+   (`bench.writer.ceiling`), `ceiling_rounds` times, median; the yardstick for the rest. Also
+   the same over two connections in parallel: the writer keeps two requests in flight, and
+   InfluxDB takes more that way, so the ratio to that one is the stricter figure.
 2. throughput: the simulator pushes `trades` valid trades as fast as it can in frames of
    `frame_size` (`fast_push`; it waits only when the collector's socket falls behind), positions
    polling effectively off (`positions_share` 0.01, market jobs hourly). The trades landed are
@@ -71,19 +73,29 @@ DB = "hyperliquid"
 
 
 def measure_ceiling(url: str, points: int, rounds: int, meter: CpuMeter) -> dict[str, Any]:
+    """The yardstick (one connection, back to back), `rounds` times, median; and the same
+    bodies over two connections in parallel (the writer has two requests in flight)."""
     points -= points % BATCH
-    rates, cpu = [], []
+    rates, parallel, cpu = [], [], []
     for r in range(rounds):
         lines = trade_lines(points, offset=r * points)
         bodies = ["\n".join(lines[i : i + BATCH]).encode() for i in range(0, points, BATCH)]
-        create_db(url, f"ceiling{r}")
-        settle(meter, ("influxd",))
-        before = meter.read()
-        rates.append(ceiling(url, f"ceiling{r}", bodies))
-        cpu.append(CpuMeter.cores(before, meter.read()))
-        httpx.post(f"{url}/query", data={"q": f'DROP DATABASE "ceiling{r}"'}).raise_for_status()
+        for connections, out in ((1, rates), (2, parallel)):
+            db = f"ceiling{r}_{connections}"
+            create_db(url, db)
+            settle(meter, ("influxd",))
+            before = meter.read()
+            out.append(ceiling(url, db, bodies, connections))
+            if connections == 1:
+                cpu.append(CpuMeter.cores(before, meter.read()))
+            httpx.post(f"{url}/query", data={"q": f'DROP DATABASE "{db}"'}).raise_for_status()
     median = statistics.median(rates)
-    return {"rate": median, "rounds": rates, "cpu_cores": cpu[rates.index(median)]}
+    return {
+        "rate": median,
+        "rounds": rates,
+        "cpu_cores": cpu[rates.index(median)],
+        "two_connections": statistics.median(parallel),
+    }
 
 
 def push_and_watch(
@@ -267,7 +279,7 @@ def profile(
 
 
 def run(
-    trades: int = 500_000,
+    trades: int = 1_000_000,
     frame_size: int = 100,
     latency_rate: float = 5000.0,
     latency_seconds: float = 30.0,
@@ -367,6 +379,10 @@ def run(
         "ceiling_rounds": [round(c) for c in top["rounds"]],
         "e2e_trades_per_s": push["trades_per_s"],
         "e2e_ratio_to_ceiling": round(push["trades_per_s"] / ceiling_rate, 3),
+        "ceiling_2_connections_points_per_s": round(top["two_connections"]),
+        "e2e_ratio_to_2_connection_ceiling": round(
+            push["trades_per_s"] / top["two_connections"], 3
+        ),
         "latency_p50_s": lag["latency_p50_s"],
         "latency_p99_s": lag["latency_p99_s"],
         "rate_for_latency": latency_rate,
@@ -406,7 +422,7 @@ def main() -> None:
     import json
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trades", type=int, default=500_000)
+    parser.add_argument("--trades", type=int, default=1_000_000)
     parser.add_argument("--latency-rate", type=float, default=5000.0)
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--profile-trades", type=int, default=300_000, help="0: no profile")

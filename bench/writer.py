@@ -1,6 +1,8 @@
 """Writer throughput against the raw InfluxDB ceiling, measured in the same run on the same server.
 
-ceiling: pre-serialized 5000-line bodies posted back to back over one keep-alive connection.
+ceiling: pre-serialized 5000-line bodies posted back to back over one keep-alive connection
+         (the yardstick); also over two connections in parallel, as the writer posts (two
+         requests in flight), which InfluxDB takes faster.
 writer:  the same kind of lines through `InfluxWriter.write()` (batching, posting, sorting answers).
 Each is measured `rounds` times, alternating, each into a fresh database; the median counts.
 """
@@ -11,6 +13,7 @@ import asyncio
 import statistics
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -45,13 +48,21 @@ def create_db(url: str, name: str) -> None:
     httpx.post(f"{url}/query", data={"q": f'CREATE DATABASE "{name}"'}).raise_for_status()
 
 
-def ceiling(url: str, db: str, bodies: list[bytes]) -> float:
-    with httpx.Client(base_url=url, timeout=60) as client:
-        started = time.perf_counter()
-        for body in bodies:
-            response = client.post("/write", params={"db": db, "precision": "ns"}, content=body)
-            response.raise_for_status()
-        elapsed = time.perf_counter() - started
+def ceiling(url: str, db: str, bodies: list[bytes], connections: int = 1) -> float:
+    """Points/s for `bodies` posted back to back; with `connections` > 1, that many keep-alive
+    connections post in parallel (threads), each its share of the bodies."""
+
+    def post(share: list[bytes]) -> None:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for body in share:
+                response = client.post("/write", params={"db": db, "precision": "ns"}, content=body)
+                response.raise_for_status()
+
+    shares = [bodies[i::connections] for i in range(connections)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(connections) as pool:
+        list(pool.map(post, shares))
+    elapsed = time.perf_counter() - started
     return len(bodies) * BATCH / elapsed
 
 
@@ -83,7 +94,7 @@ def run(points: int = 1_000_000, rounds: int = 3) -> dict:
         server = LocalInfluxd(workdir / "influxd")
         server.start()
         try:
-            ceilings, writers = [], []
+            ceilings, parallel, writers = [], [], []
             for r in range(rounds):
                 lines = trade_lines(points, offset=r * points)
                 bodies = [
@@ -91,6 +102,8 @@ def run(points: int = 1_000_000, rounds: int = 3) -> dict:
                 ]
                 create_db(server.url, f"ceiling{r}")
                 ceilings.append(ceiling(server.url, f"ceiling{r}", bodies))
+                create_db(server.url, f"parallel{r}")
+                parallel.append(ceiling(server.url, f"parallel{r}", bodies, connections=2))
                 create_db(server.url, f"writer{r}")
                 writers.append(asyncio.run(writer_rate(server.url, f"writer{r}", lines, workdir)))
         finally:
@@ -103,6 +116,10 @@ def run(points: int = 1_000_000, rounds: int = 3) -> dict:
         "ceiling_points_per_s": round(ceiling_rate),
         "writer_points_per_s": round(writer_median),
         "writer_ratio_to_ceiling": round(writer_median / ceiling_rate, 3),
+        "ceiling_2_connections_points_per_s": round(statistics.median(parallel)),
+        "writer_ratio_to_2_connection_ceiling": round(
+            writer_median / statistics.median(parallel), 3
+        ),
         "ceiling_rounds": [round(c) for c in ceilings],
         "writer_rounds": [round(w) for w in writers],
     }

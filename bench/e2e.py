@@ -1,12 +1,13 @@
 """End to end on this machine: simulator -> WebSocket -> `python main.py run` -> InfluxDB.
 
 Three processes share the 2 cores: the simulator (`bench.harness.SimProcess`, its own process,
-driven over HTTP), the collector (a subprocess, as users run it) and a private influxd. In order:
+driven over HTTP), the collector (a subprocess, as users run it) and a private influxd. Steps 1
+and 2 take turns `rounds` times; the round with the median ratio gives the figures.
 
 1. ceiling: pre-serialized 5000-line trade batches posted back to back to the same influxd
-   (`bench.writer.ceiling`), `ceiling_rounds` times, median; the yardstick for the rest. Also
-   the same over two connections in parallel: the writer keeps two requests in flight, and
-   InfluxDB takes more that way, so the ratio to that one is the stricter figure.
+   (`bench.writer.ceiling`); the yardstick for the push that follows. Also the same over two
+   connections in parallel: the writer keeps two requests in flight, and InfluxDB takes more
+   that way, so the ratio to that one is the stricter figure.
 2. throughput: the simulator pushes `trades` valid trades as fast as it can in frames of
    `frame_size` (`fast_push`; it waits only when the collector's socket falls behind), positions
    polling effectively off (`positions_share` 0.01, market jobs hourly). The trades landed are
@@ -14,7 +15,9 @@ driven over HTTP), the collector (a subprocess, as users run it) and a private i
    the rate counts over the steady part, the polls between 20 % and 80 % of the trades landed;
    CPU of every process over the same polls (`others`: processes not ours, on a shared box).
    The collector's own counters over the same polls tell where a shortfall is: trades taken
-   in per second, and its backlog of points not yet written.
+   in per second, and its backlog of points not yet written. The figure is the slower of the
+   two over that window (`sustained_trades_per_s`): trades landing faster than they come in
+   means the writer is catching up on a backlog built earlier, not a rate it can keep.
    The flood is pre-built and unrecorded (`fast_push(record=False)`, `tests.simulator.trades.
    Flood`): wire-valid trades (px near the mid, stepped sizes, distinct tids, buyers and sellers
    from the `addresses` population) joined from pre-serialized pieces with the time of sending,
@@ -72,12 +75,15 @@ from utils.net import free_port
 DB = "hyperliquid"
 
 
-def measure_ceiling(url: str, points: int, rounds: int, meter: CpuMeter) -> dict[str, Any]:
+def measure_ceiling(
+    url: str, points: int, rounds: int, meter: CpuMeter, first: int = 0
+) -> dict[str, Any]:
     """The yardstick (one connection, back to back), `rounds` times, median; and the same
-    bodies over two connections in parallel (the writer has two requests in flight)."""
+    bodies over two connections in parallel (the writer has two requests in flight). `first`
+    numbers the rounds (fresh databases and points for each)."""
     points -= points % BATCH
     rates, parallel, cpu = [], [], []
-    for r in range(rounds):
+    for r in range(first, first + rounds):
         lines = trade_lines(points, offset=r * points)
         bodies = ["\n".join(lines[i : i + BATCH]).encode() for i in range(0, points, BATCH)]
         for connections, out in ((1, rates), (2, parallel)):
@@ -286,7 +292,7 @@ def run(
     poll_interval: float = 0.5,
     latency_poll_interval: float = 0.1,
     ceiling_points: int = 500_000,
-    ceiling_rounds: int = 3,
+    rounds: int = 3,
     profile_trades: int = 300_000,
     profile_sample_rate: int = 100,
     addresses: int = 300,
@@ -294,6 +300,10 @@ def run(
     keep: Path | None = None,
 ) -> dict[str, Any]:
     """All four parts (module docstring); returns the figures.
+
+    The ceiling and the throughput push are measured `rounds` times, in turns (a ceiling, then
+    a push): this machine's speed drifts by ±15 % within minutes, so each push is compared with
+    the ceiling measured just before it, and the median ratio is the figure.
 
     `addresses`: the simulator's trader population (each trade's buyer and seller are drawn
     from it; the collector discovers, stores and schedules every one of them).
@@ -312,8 +322,6 @@ def run(
         assert server.pid is not None
         meter = CpuMeter({"influxd": server.pid, "bench_driver": os.getpid()})
         try:
-            top = measure_ceiling(server.url, ceiling_points, ceiling_rounds, meter)
-            ceiling_rate = top["rate"]
             sim = SimProcess(
                 workdir / "simulator.log",
                 seed=1,
@@ -342,11 +350,29 @@ def run(
             wait_stable(influx)
             settle(meter, ("influxd", "collector"))
 
-            samples, extra = push_and_watch(
-                influx, sim, meter, trades, frame_size, poll_interval, metrics_port
-            )
-            push = throughput(samples) | extra
-            wait_stable(influx)
+            pushes = []
+            for r in range(rounds):
+                top = measure_ceiling(server.url, ceiling_points, 1, meter, first=r)
+                settle(meter, ("influxd", "collector"))
+                samples, extra = push_and_watch(
+                    influx, sim, meter, trades, frame_size, poll_interval, metrics_port
+                )
+                push = throughput(samples) | extra
+                # the slower stage over the same window: landed above the intake means the
+                # writer was catching up on a backlog built earlier, not a rate it sustains
+                rate = min(push["trades_per_s"], push["ingest_trades_per_s"])
+                push.update(
+                    sustained_trades_per_s=rate,
+                    ceiling_points_per_s=round(top["rate"]),
+                    ceiling_2_connections_points_per_s=round(top["two_connections"]),
+                    ratio_to_ceiling=round(rate / top["rate"], 3),
+                    ratio_to_2_connection_ceiling=round(rate / top["two_connections"], 3),
+                    ceiling_cpu_cores=top["cpu_cores"],
+                )
+                pushes.append(push)
+                wait_stable(influx)
+            ratios = [p["ratio_to_ceiling"] for p in pushes]
+            push = pushes[ratios.index(statistics.median_low(ratios))]  # the median round
             hot: dict[str, Any] = {}
             if profile_trades:
                 settle(meter, ("influxd", "collector"))
@@ -375,19 +401,33 @@ def run(
             server.stop()
         log = (workdir / "collector.log").read_text(errors="replace")
     return {
-        "ceiling_points_per_s": round(ceiling_rate),
-        "ceiling_rounds": [round(c) for c in top["rounds"]],
-        "e2e_trades_per_s": push["trades_per_s"],
-        "e2e_ratio_to_ceiling": round(push["trades_per_s"] / ceiling_rate, 3),
-        "ceiling_2_connections_points_per_s": round(top["two_connections"]),
-        "e2e_ratio_to_2_connection_ceiling": round(
-            push["trades_per_s"] / top["two_connections"], 3
-        ),
+        "ceiling_points_per_s": push["ceiling_points_per_s"],
+        "e2e_trades_per_s": push["sustained_trades_per_s"],
+        "e2e_ratio_to_ceiling": push["ratio_to_ceiling"],
+        "ceiling_2_connections_points_per_s": push["ceiling_2_connections_points_per_s"],
+        "e2e_ratio_to_2_connection_ceiling": push["ratio_to_2_connection_ceiling"],
+        "rounds": [
+            {
+                k: p[k]
+                for k in (
+                    "ceiling_points_per_s",
+                    "sustained_trades_per_s",
+                    "trades_per_s",
+                    "ratio_to_ceiling",
+                    "ratio_to_2_connection_ceiling",
+                    "whole_run_trades_per_s",
+                    "ingest_trades_per_s",
+                    "max_pending_points",
+                    "collector_cpu_us_per_trade",
+                )
+            }
+            for p in pushes
+        ],
         "latency_p50_s": lag["latency_p50_s"],
         "latency_p99_s": lag["latency_p99_s"],
         "rate_for_latency": latency_rate,
         "cpu": {
-            "ceiling": top["cpu_cores"],
+            "ceiling": push["ceiling_cpu_cores"],
             "throughput": push["cpu_cores"],
             "latency": lag["cpu_cores"],
         },
@@ -410,6 +450,7 @@ def run(
             "latency_seconds": latency_seconds,
             "latency_poll_interval": latency_poll_interval,
             "ceiling_points": ceiling_points,
+            "rounds": rounds,
             "profile_trades": profile_trades,
             "addresses": addresses,
             "settings": settings or {},

@@ -28,7 +28,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
+from websockets.exceptions import (
+    ConnectionClosedOK,
+    InvalidHandshake,
+    InvalidURI,
+    WebSocketException,
+)
 
 from fetch.dedupe import TradeDeduper
 from fetch.rate_limit import WeightBudget
@@ -232,7 +237,13 @@ class MarketStream:
                 asyncio.create_task(self._subscribe_and_backfill(last_seen), name="ws-subscribe"),
             ]
             try:
-                async for raw in ws:
+                while True:
+                    try:
+                        # bytes, not str: no UTF-8 decoding here, and pydantic parses bytes
+                        # faster (~0.35 us a trade)
+                        raw = await ws.recv(decode=False)
+                    except ConnectionClosedOK:
+                        break
                     self.handle_frame(raw)
                     # recv() returns queued frames without suspending: in a flood this loop
                     # would keep the event loop for a dozen frames, and the writer's posts

@@ -146,6 +146,9 @@ class Settings(BaseSettings):
         int, Field(gt=0), BeforeValidator(_no_bool), Expect("an integer greater than 0")
     ] = 5000
     influx_flush_interval: PositiveSeconds = 1.0
+    influx_max_pending_points: Annotated[
+        int, Field(gt=0), BeforeValidator(_no_bool), Expect("an integer greater than 0")
+    ] = 200_000
     influx_retention: Annotated[
         str | None,
         BeforeValidator(parse_retention),

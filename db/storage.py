@@ -80,6 +80,7 @@ async def open_storage(settings: Settings, close_timeout: float = 10.0) -> Async
             DeadLetters(settings.dead_letter_dir),
             batch_size=settings.influx_batch_size,
             flush_interval=settings.influx_flush_interval,
+            max_pending=settings.influx_max_pending_points,
             on_database_missing=create_database,
         )
         await writer.start()

@@ -17,6 +17,12 @@ How InfluxDB answers are sorted (DESIGN.md):
 - 413 body too large: the batch is split in halves until it fits.
 - 429, 5xx, timeouts, connection errors: spooled and retried with capped, jittered backoff that
   honours Retry-After.
+
+Memory is bounded: when more than `max_pending` points wait in memory for a sender (InfluxDB
+takes points slower than they come, e.g. through a long liquidation cascade), the oldest queued
+batches go to the spool instead, and the replayer delivers them from there. Nothing is dropped
+for it. One spool thread appends in the order batches are handed over, so the spool stays
+oldest first.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from enum import Enum
 
@@ -90,6 +97,7 @@ class InfluxWriter:
         on_database_missing: Callable[[], Awaitable[bool]] | None = None,
         backoff_cap: float = BACKOFF_CAP,
         in_flight: int = 2,
+        max_pending: int = 200_000,
     ) -> None:
         self.target = target
         self.spool = spool
@@ -99,6 +107,7 @@ class InfluxWriter:
         self.on_database_missing = on_database_missing
         self.backoff_cap = backoff_cap
         self.in_flight = in_flight
+        self.max_pending = max_pending
         self.stats = WriterStats()
         self._buffer: list[str] = []
         self._queued_points = 0
@@ -107,6 +116,10 @@ class InfluxWriter:
         self._tasks: list[asyncio.Task[None]] = []
         self._senders: list[asyncio.Task[None]] = []
         self._sending = 0  # batches taken by a sender and not yet written or spooled
+        self._spooling = 0  # points handed to the spool thread, not yet on disk
+        self._spool_thread = ThreadPoolExecutor(1, thread_name_prefix="writer-spool")
+        self._overflows: set[asyncio.Task[None]] = set()
+        self._last_overflow_alert = 0.0
         self._spool_ready = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -136,6 +149,24 @@ class InfluxWriter:
         self._idle.clear()
         self._queued_points += len(batch)
         self._queue.put_nowait(batch)
+        while self._queued_points > self.max_pending and self._queue.qsize() > 1:
+            self._overflow(self._dequeue_nowait())  # type: ignore[arg-type]
+
+    def _overflow(self, batch: list[str]) -> None:
+        """Too much waits in memory: the oldest queued batch goes to the spool (in the spool
+        thread, in order), and the replayer delivers it."""
+        now = time.monotonic()
+        if now - self._last_overflow_alert >= ALERT_EVERY:
+            self._last_overflow_alert = now
+            log.warning(
+                "InfluxDB takes points slower than they come: over %d wait in memory, so the "
+                "oldest batches go to the spool (%s) and are written from there",
+                self.max_pending,
+                self.spool.directory,
+            )
+        task = asyncio.create_task(self._spool(batch), name="writer-overflow")
+        self._overflows.add(task)
+        task.add_done_callback(self._overflows.discard)
 
     def _dequeue_nowait(self) -> list[str] | None:
         batch = self._queue.get_nowait()
@@ -152,13 +183,14 @@ class InfluxWriter:
         )
 
     def _set_idle_if_done(self) -> None:
-        if self._queue.empty() and self._sending == 0:
+        if self._queue.empty() and self._sending == 0 and self._spooling == 0:
             self._idle.set()
 
     @property
     def pending_points(self) -> int:
-        """Points accepted but not yet written or spooled (buffer + queued batches)."""
-        return len(self._buffer) + self._queued_points
+        """Points accepted but not yet written or spooled (buffer, queued batches, batches on
+        their way to the spool)."""
+        return len(self._buffer) + self._queued_points + self._spooling
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -209,6 +241,7 @@ class InfluxWriter:
             if not sender.done():
                 sender.cancel()  # spools its in-flight batch, see _sender
         await asyncio.gather(*self._senders, return_exceptions=True)
+        await asyncio.gather(*self._overflows, return_exceptions=True)
         self._spool_leftovers()
         remaining = deadline - time.monotonic()
         if len(self.spool) and remaining > 0:
@@ -216,6 +249,7 @@ class InfluxWriter:
                 await asyncio.wait_for(self._wait_spool_empty(), remaining)
         replayer.cancel()
         await asyncio.gather(ticker, replayer, return_exceptions=True)
+        self._spool_thread.shutdown(wait=True)
         if self._client is not None:
             await self._client.aclose()
         if len(self.spool):
@@ -252,7 +286,7 @@ class InfluxWriter:
             self._queued_points -= len(batch)
             self._sending += 1
             try:
-                if len(self.spool):
+                if len(self.spool) or self._spooling:  # behind older batches: keep the order
                     await self._spool(batch)
                 else:
                     result = await self._deliver(batch)
@@ -378,8 +412,16 @@ class InfluxWriter:
     # -- spool and alerts --------------------------------------------------------------------------
 
     async def _spool(self, batch: list[str]) -> None:
-        await asyncio.to_thread(self._append_to_spool, batch)
+        """Append in the one spool thread (appends keep the order they were handed over in)."""
+        self._spooling += len(batch)
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self._spool_thread, self._append_to_spool, batch
+            )
+        finally:
+            self._spooling -= len(batch)
         self._spool_ready.set()
+        self._set_idle_if_done()
 
     def _spool_sync(self, batch: list[str]) -> None:
         self._append_to_spool(batch)

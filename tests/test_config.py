@@ -118,6 +118,7 @@ def test_settings_are_immutable() -> None:
         ("HYPERFLUX_INFLUX_GZIP", "true", "influx_gzip", "on"),
         ("HYPERFLUX_INFLUX_BATCH_SIZE", "10000", "influx_batch_size", 10000),
         ("HYPERFLUX_INFLUX_FLUSH_INTERVAL", "0.25", "influx_flush_interval", 0.25),
+        ("HYPERFLUX_INFLUX_MAX_PENDING_POINTS", "50000", "influx_max_pending_points", 50_000),
         ("HYPERFLUX_INFLUX_RETENTION", "90d", "influx_retention", "90d"),
         ("HYPERFLUX_INFLUX_RETENTION", "1w3d", "influx_retention", "1w3d"),
         ("HYPERFLUX_INFLUX_RETENTION", "inf", "influx_retention", "INF"),

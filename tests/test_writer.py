@@ -90,6 +90,30 @@ async def test_a_slow_answer_does_not_hold_the_next_batch(influxd, influx_db, da
     assert values(influxd.url, influx_db) == list(range(300))
 
 
+async def test_a_backlog_past_max_pending_goes_to_the_spool_and_lands_in_full(
+    influxd, influx_db, data_dir, caplog
+):
+    """InfluxDB slower than the stream: memory stays bounded, nothing is lost or doubled."""
+    with FaultProxy(influxd.url) as proxy:
+        proxy.faults.extend([Fault(status=0, delay=2.0)] * 2)  # both senders stall 2 s
+        writer = make_writer(
+            proxy.url, influx_db, data_dir, batch_size=500, max_pending=2_000, backoff_cap=0.2
+        )
+        await writer.start()
+        for start in range(0, 20_000, 500):  # 40 batches while the server hangs
+            writer.write(lines(start, 500))
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.5)  # the spool thread catches up
+        assert writer.pending_points <= 2_000 + 500
+        assert writer.stats.spooled >= 15_000
+        assert await writer.drain(timeout=60)
+        assert writer.stats.written == 20_000  # each point posted successfully once
+        assert writer.stats.replayed == writer.stats.spooled
+        await writer.close()
+    assert values(influxd.url, influx_db) == list(range(20_000))
+    assert sum("slower than they come" in r.getMessage() for r in caplog.records) == 1
+
+
 async def test_flushes_by_time_without_being_asked(influxd, influx_db, data_dir):
     writer = make_writer(influxd.url, influx_db, data_dir, batch_size=5000, flush_interval=0.2)
     await writer.start()

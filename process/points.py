@@ -34,7 +34,7 @@ a series therefore tells whether the position is still open; the caller passes t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import Protocol
 
@@ -192,39 +192,31 @@ class PointBuilder:
         """`positions` points of one tracked address polled at `time_ms`: one per open position
         (zero positions are skipped), plus a closing point per (coin, side) in `closed` that is
         not open in `state`."""
-        allocate = self.allocator.allocate
         lines: list[str] = []
-        held: set[tuple[str, str]] = set()
-        for p in state.positions:
-            side = _side(p)
-            if side is None:
-                continue
-            held.add((p.coin, side))
+        for p, coin, side in _open_then_closed(state, closed):
+            tags = {"coin": coin, "side": side}
             try:
-                fields = {
-                    "address": address,
-                    "szi": float(p.szi),
-                    "size_usd": float(p.position_value),
-                    "entry_px": _opt(p.entry_px),
-                    "liq_px": _opt(p.liquidation_px),
-                    "leverage": float(p.leverage),
-                    "unrealized_pnl": float(p.unrealized_pnl),
-                }
-                time_ns = allocate((_POSITIONS, p.coin, side), time_ms, address)
-                tags = {"coin": p.coin, "side": side}
+                if p is None:  # a closing point
+                    fields = {
+                        "address": address,
+                        "szi": 0.0,
+                        "size_usd": 0.0,
+                        "unrealized_pnl": 0.0,
+                    }
+                else:
+                    fields = {
+                        "address": address,
+                        "szi": float(p.szi),
+                        "size_usd": float(p.position_value),
+                        "entry_px": _opt(p.entry_px),
+                        "liq_px": _opt(p.liquidation_px),
+                        "leverage": float(p.leverage),
+                        "unrealized_pnl": float(p.unrealized_pnl),
+                    }
+                time_ns = self.allocator.allocate((_POSITIONS, coin, side), time_ms, address)
                 lines.append(encode_point(_POSITIONS, tags, fields, time_ns))
             except ValueError as error:
-                self._skip(p, error)
-        for coin, side in closed:
-            if (coin, side) in held:
-                continue
-            try:
-                fields = {"address": address, "szi": 0.0, "size_usd": 0.0, "unrealized_pnl": 0.0}
-                time_ns = allocate((_POSITIONS, coin, side), time_ms, address)
-                tags = {"coin": coin, "side": side}
-                lines.append(encode_point(_POSITIONS, tags, fields, time_ns))
-            except ValueError as error:
-                self._skip((coin, side), error)
+                self._skip((coin, side) if p is None else p, error)
         return lines
 
     def hlp(
@@ -239,32 +231,21 @@ class PointBuilder:
         cross + isolated)."""
         time_ns = time_ms * NS_PER_MS
         lines: list[str] = []
-        held: set[tuple[str, str]] = set()
-        for p in state.positions:
-            side = _side(p)
-            if side is None:
-                continue
-            held.add((p.coin, side))
+        for p, coin, side in _open_then_closed(state, closed):
+            tags = {"vault": vault_name, "coin": coin, "side": side}
             try:
-                fields = {
-                    "szi": float(p.szi),
-                    "size_usd": float(p.position_value),
-                    "entry_px": _opt(p.entry_px),
-                    "unrealized_pnl": float(p.unrealized_pnl),
-                }
-                tags = {"vault": vault_name, "coin": p.coin, "side": side}
+                if p is None:  # a closing point
+                    fields = {"szi": 0.0, "size_usd": 0.0, "unrealized_pnl": 0.0}
+                else:
+                    fields = {
+                        "szi": float(p.szi),
+                        "size_usd": float(p.position_value),
+                        "entry_px": _opt(p.entry_px),
+                        "unrealized_pnl": float(p.unrealized_pnl),
+                    }
                 lines.append(encode_point(_HLP_POSITIONS, tags, fields, time_ns))
             except ValueError as error:
-                self._skip(p, error)
-        for coin, side in closed:
-            if (coin, side) in held:
-                continue
-            try:
-                fields = {"szi": 0.0, "size_usd": 0.0, "unrealized_pnl": 0.0}
-                tags = {"vault": vault_name, "coin": coin, "side": side}
-                lines.append(encode_point(_HLP_POSITIONS, tags, fields, time_ns))
-            except ValueError as error:
-                self._skip((coin, side), error)
+                self._skip((coin, side) if p is None else p, error)
         summary = state.margin_summary
         try:
             equity = {
@@ -301,6 +282,22 @@ class PointBuilder:
             PIPELINE_HEALTH.line({"component": component}, fields, time_ns)
             for component, fields in sorted(components.items())
         ]
+
+
+def _open_then_closed(
+    state: ClearinghouseState, closed: Iterable[tuple[str, str]]
+) -> Iterator[tuple[Position | None, str, str]]:
+    """(position, coin, side) for each open position of `state`, then (None, coin, side) for
+    each pair of `closed` that is not open in it (a closing point)."""
+    held: set[tuple[str, str]] = set()
+    for p in state.positions:
+        side = _side(p)
+        if side is not None:
+            held.add((p.coin, side))
+            yield p, p.coin, side
+    for coin, side in closed:
+        if (coin, side) not in held:
+            yield None, coin, side
 
 
 def _side(position: Position) -> str | None:

@@ -75,33 +75,24 @@ from utils.net import free_port
 DB = "hyperliquid"
 
 
-def measure_ceiling(
-    url: str, points: int, rounds: int, meter: CpuMeter, first: int = 0
-) -> dict[str, Any]:
-    """The yardstick (one connection, back to back), `rounds` times, median; and the same
-    bodies over two connections in parallel (the writer has two requests in flight). `first`
-    numbers the rounds (fresh databases and points for each)."""
+def measure_ceiling(url: str, points: int, meter: CpuMeter, number: int) -> dict[str, Any]:
+    """The yardstick: pre-serialized bodies posted back to back over one connection; and the
+    same bodies over two connections in parallel (the writer has two requests in flight).
+    `number` keeps each measurement's database and points fresh."""
     points -= points % BATCH
-    rates, parallel, cpu = [], [], []
-    for r in range(first, first + rounds):
-        lines = trade_lines(points, offset=r * points)
-        bodies = ["\n".join(lines[i : i + BATCH]).encode() for i in range(0, points, BATCH)]
-        for connections, out in ((1, rates), (2, parallel)):
-            db = f"ceiling{r}_{connections}"
-            create_db(url, db)
-            settle(meter, ("influxd",))
-            before = meter.read()
-            out.append(ceiling(url, db, bodies, connections))
-            if connections == 1:
-                cpu.append(CpuMeter.cores(before, meter.read()))
-            httpx.post(f"{url}/query", data={"q": f'DROP DATABASE "{db}"'}).raise_for_status()
-    median = statistics.median(rates)
-    return {
-        "rate": median,
-        "rounds": rates,
-        "cpu_cores": cpu[rates.index(median)],
-        "two_connections": statistics.median(parallel),
-    }
+    lines = trade_lines(points, offset=number * points)
+    bodies = ["\n".join(lines[i : i + BATCH]).encode() for i in range(0, points, BATCH)]
+    out: dict[str, Any] = {}
+    for connections in (1, 2):
+        db = f"ceiling{number}_{connections}"
+        create_db(url, db)
+        settle(meter, ("influxd",))
+        before = meter.read()
+        out[f"rate_{connections}"] = ceiling(url, db, bodies, connections)
+        if connections == 1:
+            out["cpu_cores"] = CpuMeter.cores(before, meter.read())
+        httpx.post(f"{url}/query", data={"q": f'DROP DATABASE "{db}"'}).raise_for_status()
+    return out
 
 
 def push_and_watch(
@@ -352,7 +343,7 @@ def run(
 
             pushes = []
             for r in range(rounds):
-                top = measure_ceiling(server.url, ceiling_points, 1, meter, first=r)
+                top = measure_ceiling(server.url, ceiling_points, meter, r)
                 settle(meter, ("influxd", "collector"))
                 samples, extra = push_and_watch(
                     influx, sim, meter, trades, frame_size, poll_interval, metrics_port
@@ -363,10 +354,10 @@ def run(
                 rate = min(push["trades_per_s"], push["ingest_trades_per_s"])
                 push.update(
                     sustained_trades_per_s=rate,
-                    ceiling_points_per_s=round(top["rate"]),
-                    ceiling_2_connections_points_per_s=round(top["two_connections"]),
-                    ratio_to_ceiling=round(rate / top["rate"], 3),
-                    ratio_to_2_connection_ceiling=round(rate / top["two_connections"], 3),
+                    ceiling_points_per_s=round(top["rate_1"]),
+                    ceiling_2_connections_points_per_s=round(top["rate_2"]),
+                    ratio_to_ceiling=round(rate / top["rate_1"], 3),
+                    ratio_to_2_connection_ceiling=round(rate / top["rate_2"], 3),
                     ceiling_cpu_cores=top["cpu_cores"],
                 )
                 pushes.append(push)

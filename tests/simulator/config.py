@@ -66,7 +66,7 @@ class SimConfig:
     price_sigma: float = 2e-4  # log-price step per trade
     price_reversion: float = 1e-4  # pull of each step back to the coin's anchor price
     zero_hash_fraction: float = 0.05  # share of taker orders whose hash is all zeros (TWAP-like)
-    recent_trades: int = 100  # trades served by REST recentTrades per coin
+    recent_trades: int = 10  # trades served by REST recentTrades per coin (API.md 2.5: ~10)
     recent_trades_newest_first: bool = False  # order of recentTrades (the real one is unknown)
     replay_trades: int = 30  # trades replayed to a new trades subscription
     max_user_fills: int = 2000  # fills kept per address for userFills

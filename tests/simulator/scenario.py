@@ -304,10 +304,13 @@ class ScenarioControls:
         self.ledger.ws_errors_sent.append(text)
         return self.hub.send_all(dumps({"channel": "error", "data": text}))
 
-    async def disconnect_all(self, abrupt: bool = True, reject_seconds: float = 0.0) -> int:
-        """Drop every socket now (TCP reset, or a 1012 close frame if not `abrupt`); upgrades
-        are refused with 503 for `reject_seconds`. The flow goes on unless paused."""
-        count = await self.hub.disconnect_all(abrupt, reject_seconds)
+    async def disconnect_all(
+        self, abrupt: bool = True, reject_seconds: float = 0.0, count: int | None = None
+    ) -> int:
+        """Drop every socket now (TCP reset, or a 1012 close frame if not `abrupt`), or only the
+        `count` oldest ones; upgrades are refused with 503 for `reject_seconds` (the sockets
+        left open are not touched). The flow goes on unless paused."""
+        count = await self.hub.disconnect_all(abrupt, reject_seconds, count)
         self.ledger.ws_disconnect_events.append((now_ms(), count))
         return count
 

@@ -69,6 +69,7 @@ class Connection:
         self.drained = asyncio.Event()
         self.drained.set()
         self.last_msg = time.monotonic()
+        self.opened = self.last_msg
         self.closed = False
         self.writer: asyncio.Task[None] | None = None
 
@@ -174,10 +175,13 @@ class WsHub:
         if conn.transport is not None and not conn.transport.is_closing():
             conn.transport.abort()
 
-    async def disconnect_all(self, abrupt: bool = True, reject_seconds: float = 0.0) -> int:
-        """Drop every socket (a TCP reset, or a 1012 close frame); refuse upgrades for a while."""
+    async def disconnect_all(
+        self, abrupt: bool = True, reject_seconds: float = 0.0, count: int | None = None
+    ) -> int:
+        """Drop every socket, or the `count` oldest (a TCP reset, or a 1012 close frame);
+        refuse upgrades for a while."""
         self.reject_until = time.monotonic() + reject_seconds
-        conns = list(self.conns)
+        conns = sorted(self.conns, key=lambda c: c.opened)[:count]
         for conn in conns:
             self._close_later(conn, WSCloseCode.SERVICE_RESTART, abrupt)
         self.ledger.ws_forced_disconnects += len(conns)

@@ -20,18 +20,35 @@ Waiting is first come, first served: the first waiter that does not fit is grant
 moment it fits, and later (smaller) waiters may only fill room it cannot use before then, so a
 weight-60 request is never starved or even delayed by a stream of weight-2 ones.
 `limited(max_fraction)` gives a caller a capped view (see `BudgetShare`).
+
+Lanes (`lane(priority, cap)`): waiters are served in priority order (`Lane.BACKFILL` first,
+`Lane.POSITIONS` last), FIFO within a lane, and a lane is granted weight only while the window
+(everyone's use) stays within its cap. A lower lane may pass a waiting higher one only with room
+the higher one cannot use before it fits anyway, so a higher lane never waits for a lower one;
+and since every lane below the top has a cap under 1, the top lane always finds that headroom
+free: a gap backfill is sent at once even while positions saturate what they may use.
+
+`journal` (a `SpendJournal`) makes the window survive a crash: every grant and settle is
+appended to a file, and a new budget starts with the weight its predecessor spent in the last
+60 s (see fetch/spend_journal.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import itertools
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from enum import IntEnum
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from fetch.spend_journal import SpendJournal
 
 WINDOW_SECONDS = 60.0
 BACKFILL_LOOKAHEAD = 64
@@ -44,6 +61,26 @@ class Clock(Protocol):
     def now(self) -> float: ...
 
     async def sleep(self, seconds: float) -> None: ...
+
+
+class Priority(IntEnum):
+    """REST lanes in the order they are served (DESIGN.md: gap backfill first, positions last)."""
+
+    BACKFILL = 0
+    MARKET = 1
+    HLP = 2
+    PROFILES = 3
+    POSITIONS = 4
+
+
+LANE_CAPS: dict[Priority, float] = {
+    Priority.BACKFILL: 1.0,
+    Priority.MARKET: 0.95,
+    Priority.HLP: 0.9,
+    Priority.PROFILES: 0.8,
+}
+"""Share of the budget each lane may fill (positions: `jobs.positions_share`). The top lane's
+headroom (5 % of 1080 = 54 weight) holds two recentTrades calls at any moment."""
 
 
 class MonotonicClock:
@@ -71,13 +108,14 @@ class _Window:
             self.settled -= self.log.popleft()[1]
         return self.settled + self.in_flight
 
-    def fit(self, now: float, weight: int) -> tuple[float | None, int]:
-        """When `weight` fits, and the weight still free at that moment once it is in.
+    def fit(self, now: float, weight: int, limit: int | None = None) -> tuple[float | None, int]:
+        """When `weight` fits under `limit` (default: the window's), and the weight still free
+        at that moment once it is in.
 
         The delay is 0 if it fits now, else seconds (> 0) until enough settled weight expires,
         or None if only a settle (in-flight weight coming back) can make room.
         """
-        excess = self.used(now) + weight - self.limit
+        excess = self.used(now) + weight - (self.limit if limit is None else limit)
         if excess <= 0:
             return 0.0, -excess
         for stamp, spent in self.log:
@@ -98,6 +136,8 @@ class _Waiter:
     weight: int
     share: _Window | None
     granted: asyncio.Future[None]
+    order: tuple[int, int]  # (priority, arrival): the queue is sorted by it
+    cap: int  # the most the window may hold once this waiter is in (its lane's cap)
 
 
 @dataclass(eq=False)
@@ -108,6 +148,7 @@ class Reservation:
     granted_at: float
     _windows: tuple[_Window, ...] = field(repr=False)
     settled: bool = False
+    journal_id: int | None = None
 
 
 class WeightBudget:
@@ -119,19 +160,33 @@ class WeightBudget:
         *,
         safety_margin: float = 0.1,
         clock: Clock | None = None,
+        journal: SpendJournal | None = None,
     ) -> None:
         if limit <= 0 or not 0 <= safety_margin < 1:
             raise ValueError("limit must be > 0 and safety_margin in [0, 1)")
         self.hard_limit = limit
         self.clock: Clock = clock or MonotonicClock()
         self._window = _Window(math.floor(limit * (1 - safety_margin)))
-        self._queue: deque[_Waiter] = deque()
+        self._queue: list[_Waiter] = []
+        self._arrivals = itertools.count()
+        self.journal = journal
         self._timer: asyncio.Future[None] | None = None
         self._timer_at: float | None = None
         self.spent_total = 0
         """Settled weight since start (hyperflux_hl_weight_used_total)."""
         self.overrun_total = 0
         """Weight settled above its reservation (estimates that were too low)."""
+        if journal is not None:
+            self.seed(journal.predecessor(self.limit))
+
+    def seed(self, spent: Iterable[tuple[float, int]]) -> None:
+        """Count weight spent before this budget existed: (seconds ago, weight), e.g. by a
+        predecessor that crashed; it leaves the window when its 60 s are over."""
+        now = self.clock.now()
+        for ago, weight in sorted(spent, key=lambda item: -item[0]):
+            if weight > 0 and ago < WINDOW_SECONDS:
+                self._window.log.append((now - max(ago, 0.0), weight))
+                self._window.settled += weight
 
     @property
     def limit(self) -> int:
@@ -148,7 +203,7 @@ class WeightBudget:
         return self._window.used(self.clock.now())
 
     async def acquire(self, weight: int) -> Reservation:
-        """Wait (FIFO) until `weight` fits in the window, then reserve it."""
+        """Wait (FIFO, in the market lane) until `weight` fits in the window, then reserve it."""
         return await self._acquire(weight, None)
 
     def settle(self, reservation: Reservation, actual: int) -> None:
@@ -165,6 +220,8 @@ class WeightBudget:
         now = self.clock.now()
         for window in reservation._windows:
             window.record(now, reservation.weight, actual)
+        if self.journal is not None and reservation.journal_id is not None:
+            self.journal.settled(reservation.journal_id, actual)
         self.spent_total += actual
         self.overrun_total += max(0, actual - reservation.weight)
         self._dispatch()
@@ -177,12 +234,26 @@ class WeightBudget:
         """A view of this budget that never uses more than `max_fraction` of it in any 60 s."""
         return BudgetShare(self, max_fraction)
 
-    async def _acquire(self, weight: int, share: _Window | None) -> Reservation:
-        limit = self.limit if share is None else share.limit
+    def lane(self, priority: Priority, cap: float | None = None) -> Lane:
+        """A lane of this budget: served in `priority` order, granted only while the window
+        stays within `cap` of the budget (default `LANE_CAPS[priority]`)."""
+        return Lane(self, priority, LANE_CAPS.get(priority, 1.0) if cap is None else cap)
+
+    async def _acquire(
+        self,
+        weight: int,
+        share: _Window | None,
+        priority: Priority = Priority.MARKET,
+        cap: int | None = None,
+    ) -> Reservation:
+        cap = self.limit if cap is None else cap
+        limit = min(cap, self.limit if share is None else share.limit)
         if not 0 <= weight <= limit:
             raise ValueError(f"weight {weight} can never fit a budget of {limit} per 60 s")
-        waiter = _Waiter(weight, share, asyncio.get_running_loop().create_future())
-        self._queue.append(waiter)
+        order = (int(priority), next(self._arrivals))
+        future = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(weight, share, future, order, cap)
+        bisect.insort(self._queue, waiter, key=lambda w: w.order)
         self._dispatch()
         windows = (self._window,) if share is None else (self._window, share)
         try:
@@ -195,19 +266,21 @@ class WeightBudget:
                 self._queue.remove(waiter)
             self._dispatch()
             raise
-        return Reservation(weight, self.clock.now(), windows)
+        journal_id = None if self.journal is None else self.journal.granted(weight)
+        return Reservation(weight, self.clock.now(), windows, journal_id=journal_id)
 
     def _dispatch(self) -> None:
-        """Grant waiters in queue order while they fit, and arm a timer for the next expiry.
+        """Grant waiters in queue order (priority, then arrival) while they fit, and arm a
+        timer for the next expiry.
 
-        The first waiter that does not fit is the head: it is granted at the first moment it
-        fits (time T). Waiters behind it may go first only if they fit now *and* still leave
-        the head room at T ("backfilling": what they take now is still in the window at T), so
-        the head is never delayed and cannot starve. A waiter whose share is full is skipped
-        with the rest of its share, so a capped caller never blocks the queue.
+        The first waiter that does not fit under its lane's cap is the head: it is granted at
+        the first moment it fits (time T). Waiters behind it may go first only if they fit now
+        *and* still leave the head room at T ("backfilling": what they take now is still in the
+        window at T), so the head is never delayed and cannot starve. A waiter whose share is
+        full is skipped with the rest of its share, so a capped caller never blocks the queue.
         """
         now = self.clock.now()
-        free = self.limit - self._window.used(now)
+        used = self._window.used(now)
         full_shares: set[int] = set()
         wake_in: list[float] = []
         head_slack: int | None = None  # room left at T once the head is in; None: no head yet
@@ -218,7 +291,7 @@ class WeightBudget:
                 continue
             if head_slack is not None:
                 lookahead -= 1
-                if lookahead < 0 or min(head_slack, free) <= 0:
+                if lookahead < 0 or head_slack <= 0 or used >= self.limit:
                     break
             weight, share = waiter.weight, waiter.share
             if share is not None:
@@ -229,8 +302,9 @@ class WeightBudget:
                     full_shares.add(id(share))
                     wake_in += [] if delay is None else [delay]
                     continue
+            free = waiter.cap - used
             if head_slack is None and weight > free:
-                delay, head_slack = self._window.fit(now, weight)
+                delay, head_slack = self._window.fit(now, weight, waiter.cap)
                 if delay is None:
                     break  # the head waits for in-flight weight: T is unknown, nobody passes
                 wake_in.append(delay)
@@ -242,7 +316,7 @@ class WeightBudget:
                     continue
                 head_slack -= weight
             self._queue.remove(waiter)
-            free -= weight
+            used += weight
             self._window.in_flight += weight
             if share is not None:
                 share.in_flight += weight
@@ -307,7 +381,45 @@ class BudgetShare:
         return _reserve(self, weight)
 
 
-Budget = WeightBudget | BudgetShare
+class Lane:
+    """A caller's lane of a `WeightBudget` (see the module docstring), e.g.
+    `budget.lane(Priority.POSITIONS, cap=0.7)`: positions use what the lanes above leave, up
+    to 70 % of the budget."""
+
+    def __init__(self, budget: WeightBudget, priority: Priority, cap: float) -> None:
+        if not 0 < cap <= 1:
+            raise ValueError("a lane's cap must be in (0, 1]")
+        self.budget = budget
+        self.priority = priority
+        self.cap = cap
+
+    @property
+    def clock(self) -> Clock:
+        return self.budget.clock
+
+    @property
+    def limit(self) -> int:
+        """The most the window may hold when this lane is granted weight."""
+        return math.floor(self.budget.limit * self.cap)
+
+    def used_last_60s(self) -> int:
+        """The shared window's use (every lane's)."""
+        return self.budget.used_last_60s()
+
+    async def acquire(self, weight: int) -> Reservation:
+        """Wait, in priority order, until `weight` fits under this lane's cap; reserve it."""
+        return await self.budget._acquire(weight, None, self.priority, self.limit)
+
+    def settle(self, reservation: Reservation, actual: int) -> None:
+        """Same as `WeightBudget.settle`."""
+        self.budget.settle(reservation, actual)
+
+    def reserve(self, weight: int) -> contextlib.AbstractAsyncContextManager[Reservation]:
+        """Same as `WeightBudget.reserve`, in this lane."""
+        return _reserve(self, weight)
+
+
+Budget = WeightBudget | BudgetShare | Lane
 """Anything a request can draw weight from."""
 
 

@@ -21,7 +21,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fetch.rate_limit import Budget, WeightBudget
+from fetch.rate_limit import Budget, Lane, Priority, WeightBudget
+from fetch.spend_journal import SpendJournal
 
 T = TypeVar("T")
 
@@ -410,3 +411,141 @@ def test_property_no_window_over_budget_when_estimates_are_upper_bounds(
     usable, share_limit, sent = run_virtual(main)
     assert all(s.actual <= s.reserved for s in sent)
     assert_never_over(sent, usable=share_limit, hard=min(usable, share_limit))
+
+
+# --- lanes ----------------------------------------------------------------------------------
+
+
+def test_a_backfill_requested_while_positions_saturate_the_budget_leaves_within_a_second() -> None:
+    """Positions poll as fast as their lane allows, market data and HLP poll on their cadence;
+    after every simulated WebSocket drop a gap backfill (recentTrades, 21 reserved) is sent
+    at once, and no 60 s window ever exceeds the budget."""
+
+    async def main(clock: VirtualClock) -> tuple[list[float], list[Sent]]:
+        budget = WeightBudget(1200, safety_margin=0.1, clock=clock)
+        positions = budget.lane(Priority.POSITIONS, cap=0.7)
+        market = budget.lane(Priority.MARKET)
+        hlp = budget.lane(Priority.HLP)
+        backfill = budget.lane(Priority.BACKFILL)
+        sent: list[Sent] = []
+        waits: list[float] = []
+        rng = random.Random(5)
+
+        async def periodic(name: str, lane: Lane, kind: Kind, every: float) -> None:
+            while clock.now() < 600:
+                reservation = await lane.acquire(kind.reserve)
+                granted = clock.now()
+                await clock.sleep(0.0625)
+                lane.settle(reservation, kind.reserve)
+                sent.append(Sent(name, granted, granted + 0.03125, kind.reserve, kind.reserve))
+                await clock.sleep(every)
+
+        async def drops() -> None:
+            await clock.sleep(90)  # the positions lane is full by now
+            while clock.now() < 580:
+                asked = clock.now()
+                async with backfill.reserve(21):
+                    waits.append(clock.now() - asked)
+                    sent.append(Sent("backfill", clock.now(), clock.now(), 21, 21))
+                await clock.sleep(rng.choice((7.0, 13.0, 29.0)))
+
+        await asyncio.gather(
+            *(
+                caller(f"positions{i}", positions, (STATE,), 600, random.Random(i), sent, clock)
+                for i in range(40)
+            ),
+            periodic("ctx", market, META, 10.0),
+            periodic("hlp", hlp, META, 60.0),
+            drops(),
+        )
+        return waits, sent
+
+    waits, sent = run_virtual(main)
+    assert len(waits) > 20
+    assert max(waits) <= 1.0
+    assert_never_over(sent, usable=1080, hard=1200)
+    polls = [s for s in sent if s.caller.startswith("positions")]
+    assert_never_over(polls, usable=756, hard=756)
+    assert sum(s.actual for s in polls if 120 <= s.counted < 180) >= 756 - 120 - 60 - 40
+
+
+def test_a_higher_lane_is_served_before_lower_ones_that_came_earlier() -> None:
+    async def main(clock: VirtualClock) -> list[str]:
+        budget = WeightBudget(100, safety_margin=0.0, clock=clock)
+        order: list[str] = []
+        budget.settle(await budget.acquire(100), 100)  # full until t=60
+
+        async def request(name: str, lane: Lane, weight: int) -> None:
+            async with lane.reserve(weight):
+                order.append(name)
+
+        tasks = [
+            asyncio.ensure_future(request("positions", budget.lane(Priority.POSITIONS, 1.0), 30)),
+            asyncio.ensure_future(request("hlp", budget.lane(Priority.HLP, 1.0), 30)),
+            asyncio.ensure_future(request("backfill", budget.lane(Priority.BACKFILL), 30)),
+        ]
+        await asyncio.gather(*tasks)
+        return order
+
+    assert run_virtual(main) == ["backfill", "hlp", "positions"]
+
+
+# --- the journal: the window survives a crash ---------------------------------------------
+
+
+def test_a_budget_restarted_after_a_crash_counts_what_its_predecessor_spent(tmp_path) -> None:
+    """A first budget spends for 90 s and 'crashes' with requests in flight (no close, no
+    settle); a second one on the same journal starts at once. Counted together, no 60 s window
+    exceeds the budget, and the second one waits only as long as the first one's weight needs."""
+
+    async def main(clock: VirtualClock) -> tuple[list[Sent], list[Sent], float]:
+        wall = lambda: 1_700_000_000 + clock.now()  # noqa: E731
+        path = tmp_path / "hl_weight.log"
+        first = WeightBudget(1200, clock=clock, journal=SpendJournal(path, wall=wall))
+        before: list[Sent] = []
+        tasks = [
+            asyncio.ensure_future(
+                caller(f"a{i}", first, MIXED, 90, random.Random(i), before, clock)
+            )
+            for i in range(20)
+        ]
+        await clock.sleep(90)
+        for task in tasks:  # SIGKILL: requests in flight stay unsettled in the journal
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        in_flight = first.used_last_60s() - sum(s.actual for s in before if s.counted >= 30)
+        assert in_flight >= 0
+        second = WeightBudget(1200, clock=clock, journal=SpendJournal(path, wall=wall))
+        assert second.used_last_60s() >= first.used_last_60s() - in_flight
+        after: list[Sent] = []
+        await asyncio.gather(
+            *(
+                caller(f"b{i}", second, MIXED, 300, random.Random(i), after, clock)
+                for i in range(20)
+            )
+        )
+        return before, after, in_flight
+
+    before, after, _ = run_virtual(main)
+    assert before and after
+    assert_never_over(before + after, usable=1080, hard=1200)
+
+
+def test_a_missing_or_unreadable_journal_starts_as_if_the_window_were_full(tmp_path) -> None:
+    async def main(clock: VirtualClock) -> tuple[int, int, int]:
+        wall = lambda: 1_700_000_000 + clock.now()  # noqa: E731
+        fresh = WeightBudget(
+            1200, clock=clock, journal=SpendJournal(tmp_path / "new.log", wall=wall)
+        )
+        upgraded = WeightBudget(
+            1200,
+            clock=clock,
+            journal=SpendJournal(tmp_path / "old.log", wall=wall, full_if_missing=True),
+        )
+        (tmp_path / "bad.log").write_text("g 1 not-a-time 20\n")
+        broken = WeightBudget(
+            1200, clock=clock, journal=SpendJournal(tmp_path / "bad.log", wall=wall)
+        )
+        return fresh.used_last_60s(), upgraded.used_last_60s(), broken.used_last_60s()
+
+    assert run_virtual(main) == (0, 1080, 1080)

@@ -52,5 +52,8 @@ def ws_samples(stream: MarketStream) -> list[Sample]:
         Sample("ws_stale_total", "counter", "sockets dropped as stale", stats.stale),
         Sample("ws_errors_total", "counter", "error frames from Hyperliquid", stats.errors),
         Sample("ws_gaps_total", "counter", "trade gaps not filled", len(stream.gaps)),
-        Sample("ws_connected", "gauge", "1 while the WebSocket is open", float(stream.connected)),
+        Sample(
+            "ws_connected", "gauge", "WebSocket connections open", float(stream.connected_count)
+        ),
+        Sample("ws_gaps_open", "gauge", "gaps waiting for their backfill", len(stream.open_gaps)),
     ]

@@ -1,43 +1,44 @@
-"""The Hyperliquid WebSocket supervisor: subscribe, keep alive, reconnect forever, lose no trade.
+"""The Hyperliquid trade stream: redundant WebSocket connections, one deduplicated truth, no
+silent gap.
 
-One connection carries every subscription: `trades` for each coin, `allMids`, and optional
-per-coin channels (`l2Book`, `bbo`, `activeAssetCtx`). The supervisor
-- subscribes within the per-IP limits (messages paced under 2000/min, pings included) and
-  matches acks on their parsed content (the server echoes a normalised subscription);
-- sends `{"method":"ping"}` every `ping_interval` s (the server drops a socket after 60 s of
-  client silence) and treats a socket as stale when a pong is late or when nothing but pongs
-  arrived for `stale_after` s;
-- reconnects forever with capped, jittered backoff and resubscribes everything;
-- drops trades it already delivered (the first `trades` message after a subscribe replays recent
-  trades; backfill overlaps the stream), keyed on (coin, time, tid);
-- after every (re)connect backfills from REST `recentTrades` each coin whose replay on subscribe
-  did not reach back to the last trade seen before the drop, and records a `Gap` where the
-  backfill did not reach back either, so users can see it.
+`connections` sockets (default 1 here, 2 in the collector: A/B feeds) each subscribe the
+`trades` of every coin; the first one also carries `allMids` and the optional per-coin channels
+(`l2Book`, `bbo`, `activeAssetCtx`). Each connection lives in `fetch.ws_connection` (subscribe,
+ping, stale detection, reconnect forever with jittered backoff); this module owns what they share:
+
+- Dedupe on (coin, time, tid) across connections, replays and backfills: each trade is handed
+  to `on_trades` once, from whichever connection brings it first.
+- Coverage. A coin is covered while at least one connection's `trades` subscription is acked
+  on an open socket. While it stays covered nothing can be missed: a drop of one connection
+  loses nothing and costs no REST weight. When the last covering connection drops, the coin
+  remembers the last trade seen (or the moment it became covered, if it had none); the first
+  connection to cover it again must reach back to it: the first `trades` message of a
+  subscription replays the coin's latest trades, and if its oldest trade is newer than that mark
+  the stretch in between may be missing.
+- Gaps. Such a stretch is *opened* at once (`on_gap_opened`: the collector keeps it on disk so
+  a crash cannot forget it), then the coin is backfilled from REST `recentTrades` (the exchange
+  serves only ~10 trades, so this fills only a few seconds of a busy coin), and the gap is
+  *closed* (`on_gap_closed`): what the backfill could not reach back to is a `Gap` with exact
+  bounds (`on_gap`): the last trade seen before, the oldest seen after.
+- At start `seed_last_trade` gives each coin the newest trade already stored: a restart is a
+  stretch with no covering connection like any other.
 Validation failures go to the quarantine; one bad record never drops the good ones beside it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import (
-    ConnectionClosedOK,
-    InvalidHandshake,
-    InvalidURI,
-    WebSocketException,
-)
+from websockets.exceptions import InvalidHandshake
 
 from fetch.dedupe import TradeDeduper
 from fetch.rate_limit import WeightBudget
-from utils.backoff import jittered_backoff
+from fetch.ws_connection import FeedConnection, Subscription
 from utils.errors import HyperfluxError
 from utils.quarantine import Quarantine
 from validate import (
@@ -50,13 +51,15 @@ from validate import (
     TradesMessage,
     WsMessage,
     parse_ws_message,
-    subscription_key,
 )
 
 log = logging.getLogger(__name__)
 
 Backfill = Callable[[str], Awaitable[list[Trade]]]
-Subscription = dict[str, Any]
+MAX_SUBSCRIPTIONS = 1000
+"""Per IP, over all sockets (API.md section 4)."""
+DOWN_REMINDER_EVERY = 300.0
+CLOSE_CLAIM_TIMEOUT = 30.0
 
 
 @dataclass
@@ -92,9 +95,12 @@ class MarketStream:
         on_message: Callable[[WsMessage], None] | None = None,
         backfill: Backfill | None = None,
         on_gap: Callable[[Gap], None] | None = None,
+        on_gap_opened: Callable[[Gap], None] | None = None,
+        on_gap_closed: Callable[[Gap], None] | None = None,
         quarantine: Quarantine | None = None,
         channels: Iterable[str] = ("allMids",),
         coin_channels: Iterable[str] = (),
+        connections: int = 1,
         ping_interval: float = 20.0,
         pong_timeout: float = 10.0,
         stale_after: float = 60.0,
@@ -104,13 +110,21 @@ class MarketStream:
         dedupe_capacity: int = 50_000,
         open_timeout: float = 10.0,
         replay_wait: float = 3.0,
+        max_subscriptions: int = MAX_SUBSCRIPTIONS,
     ) -> None:
+        if not 1 <= connections <= 10:
+            raise HyperfluxError(
+                f"hl.ws_connections must be 1 to 10 (the exchange allows 10 per IP), "
+                f"got {connections}"
+            )
         self.ws_url = ws_url
         self.coins = list(dict.fromkeys(coins))
         self.on_trades = on_trades
         self.on_message = on_message
         self.backfill = backfill
         self.on_gap = on_gap
+        self.on_gap_opened = on_gap_opened
+        self.on_gap_closed = on_gap_closed
         self.quarantine = quarantine
         self.channels = tuple(channels)
         self.coin_channels = tuple(coin_channels)
@@ -121,235 +135,213 @@ class MarketStream:
         self.backoff_cap = backoff_cap
         self.open_timeout = open_timeout
         self.replay_wait = replay_wait
+        self.max_subscriptions = max_subscriptions
         self.stats = WsStats()
         self.gaps: list[Gap] = []
+        self.open_gaps: dict[tuple[str, int], Gap] = {}
         self.dedupe = TradeDeduper(dedupe_capacity)
         self.last_trade_ms: dict[str, int] = {}
+        self.connections = [FeedConnection(self, i) for i in range(connections)]
         self._pacer = WeightBudget(messages_per_minute, safety_margin=0.0)
-        self._pending_acks: dict[str, Subscription] = {}
-        self._sent: set[str] = set()  # subscriptions sent on the current connection
-        self._replay_oldest: dict[str, int] = {}  # coin -> oldest trade of its first message
-        self._ws: ClientConnection | None = None
         self._stop = asyncio.Event()
-        self._last_data = 0.0
-        self._ping_sent: float | None = None  # when the unanswered ping went out
-        self._last_ping = 0.0
+        self._covering: dict[str, set[int]] = {}  # coin -> connections whose trades are acked
+        self._covered_since: dict[str, int] = {}  # coin -> ms it became covered
+        self._resume: dict[str, int] = {}  # coin -> mark the next cover must reach back to
+        self._replay_timers: dict[str, asyncio.TimerHandle] = {}
+        self._backfills: set[asyncio.Task[None]] = set()
+        self._closing: tuple[FeedConnection, float] | None = None  # a self-initiated reconnect
+        self._down_since: float | None = None  # Unix time every connection was down from
+        self._down_logged = 0.0
 
     # -- what is subscribed -------------------------------------------------------------------
 
-    def coin_subscriptions(self, coin: str) -> list[Subscription]:
-        return [{"type": "trades", "coin": coin}] + [
-            {"type": channel, "coin": coin} for channel in self.coin_channels
-        ]
+    def coin_subscriptions(self, coin: str, extras: bool = True) -> list[Subscription]:
+        subs: list[Subscription] = [{"type": "trades", "coin": coin}]
+        if extras:
+            subs += [{"type": channel, "coin": coin} for channel in self.coin_channels]
+        return subs
 
     @property
     def subscriptions(self) -> list[Subscription]:
-        subs = [s for coin in self.coins for s in self.coin_subscriptions(coin)]
-        return subs + [{"type": channel} for channel in self.channels]
+        """What the first connection subscribes (the others: only `trades`)."""
+        return self.connections[0].subscriptions()
 
     @property
     def connected(self) -> bool:
-        return self._ws is not None
+        return any(c.connected for c in self.connections)
+
+    @property
+    def connected_count(self) -> int:
+        return sum(c.connected for c in self.connections)
 
     @property
     def unacknowledged(self) -> list[Subscription]:
-        return list(self._pending_acks.values())
+        return [sub for c in self.connections for sub in c.pending_acks.values()]
+
+    def coins_of(self, connection: FeedConnection) -> list[str]:
+        """The coins whose trades `connection` subscribes: all of them, unless the per-IP
+        subscription limit leaves a further connection room for only the first ones."""
+        if connection.index == 0:
+            return self.coins
+        room = self.max_subscriptions - len(self.subscriptions)
+        room -= len(self.coins) * (connection.index - 1)
+        return self.coins[: max(0, room)]
 
     async def update_coins(self, coins: Iterable[str]) -> None:
         """Follow the universe: subscribe new coins and unsubscribe delisted ones, live."""
         wanted = list(dict.fromkeys(coins))
-        added = [c for c in wanted if c not in self.coins]
         removed = [c for c in self.coins if c not in wanted]
+        before = {c.index: set(self.coins_of(c)) for c in self.connections}
         self.coins = wanted
-        if self._ws is None:
-            return  # the next connection subscribes the new set
+        self._check_subscription_limit()
         for coin in removed:
-            for sub in self.coin_subscriptions(coin):
-                self._sent.discard(subscription_key(sub))
-                await self._send({"method": "unsubscribe", "subscription": sub})
-        for coin in added:
-            for sub in self.coin_subscriptions(coin):
-                await self._subscribe(sub)
+            self._forget(coin)
+        for connection in self.connections:
+            if connection.ws is None:
+                continue  # its next socket subscribes the new set
+            now = set(self.coins_of(connection))
+            extras = connection.carries_extras
+            for coin in [c for c in before[connection.index] if c not in now]:
+                for sub in self.coin_subscriptions(coin, extras):
+                    await connection.unsubscribe(sub)
+            for coin in [c for c in self.coins_of(connection) if c not in before[connection.index]]:
+                for sub in self.coin_subscriptions(coin, extras):
+                    await connection.subscribe(sub)
+        added = [c for c in wanted if c not in before[0]]
         if added or removed:
             log.info(
                 "subscriptions: +%s -%s", ",".join(added) or "none", ",".join(removed) or "none"
             )
 
+    def _check_subscription_limit(self) -> None:
+        total = len(self.subscriptions) + len(self.coins) * (len(self.connections) - 1)
+        if total > self.max_subscriptions:
+            log.warning(
+                "%d connections x %d coins need %d subscriptions, over the exchange's %d per IP: "
+                "the further connections carry only the first coins (set hl.ws_connections lower "
+                "or hl.coins to fewer coins)",
+                len(self.connections),
+                len(self.coins),
+                total,
+                self.max_subscriptions,
+            )
+
+    def _forget(self, coin: str) -> None:
+        self._covering.pop(coin, None)
+        self._covered_since.pop(coin, None)
+        self._resume.pop(coin, None)
+        timer = self._replay_timers.pop(coin, None)
+        if timer is not None:
+            timer.cancel()
+
     def seed_last_trade(self, coin: str, time_ms: int) -> None:
-        """The newest trade already stored for `coin` (after a restart), for gap detection."""
+        """The newest trade already stored for `coin` (after a restart): the first connection
+        to cover the coin must reach back to it, or the stretch is a gap."""
         self.last_trade_ms[coin] = max(time_ms, self.last_trade_ms.get(coin, 0))
+        if not self._covering.get(coin):
+            self._resume[coin] = self.last_trade_ms[coin]
 
     # -- life cycle -------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Connect, stream, and reconnect until `stop()`."""
-        attempt = 0
-        down_since: float | None = None
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                await self._connect_and_stream()
-            except (OSError, TimeoutError, WebSocketException) as exc:
-                if isinstance(exc, InvalidURI):
-                    raise HyperfluxError(
-                        f"HYPERFLUX_HL_WS_URL is not a WebSocket URL: {exc}"
-                    ) from None
-                down_for = time.monotonic() - (down_since or started)
-                level = logging.ERROR if down_for > 60 else logging.WARNING
-                log.log(level, "Hyperliquid WebSocket %s: %s", self.ws_url, _describe(exc))
-            if self._stop.is_set():
-                break
-            healthy = time.monotonic() - started > 60
-            if healthy or down_since is None:
-                down_since = time.monotonic()
-            attempt = 1 if healthy else attempt + 1
-            delay = jittered_backoff(attempt, base=self.backoff_base, cap=self.backoff_cap)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
+        """Run every connection until `stop()`."""
+        self._check_subscription_limit()
+        await asyncio.gather(*(c.run(self._stop) for c in self.connections))
 
     async def stop(self) -> None:
+        """Stop the connections; a backfill still waiting is abandoned and its gap recorded."""
         self._stop.set()
-        if self._ws is not None:
-            await self._ws.close()
+        for task in list(self._backfills):
+            task.cancel()
+        await asyncio.gather(*self._backfills, return_exceptions=True)
+        for timer in self._replay_timers.values():
+            timer.cancel()
+        await asyncio.gather(*(c.close() for c in self.connections), return_exceptions=True)
 
-    async def _connect_and_stream(self) -> None:
-        async with connect(
-            self.ws_url,
-            open_timeout=self.open_timeout,
-            ping_interval=None,  # Hyperliquid counts only its JSON ping as activity
-            close_timeout=2,
-            max_size=32 * 1024 * 1024,
-        ) as ws:
-            self._ws = ws
-            self.stats.connects += 1
-            if self.stats.connects > 1:
-                self.stats.reconnects += 1
-            log.info("connected to %s (connection %d)", self.ws_url, self.stats.connects)
-            self._last_data = time.monotonic()
-            self._ping_sent = None
-            self._last_ping = 0.0
-            self._pending_acks.clear()
-            self._sent.clear()
-            self._replay_oldest.clear()
-            last_seen = dict(self.last_trade_ms)
-            helpers = [
-                asyncio.create_task(self._keepalive(ws), name="ws-keepalive"),
-                asyncio.create_task(self._subscribe_and_backfill(last_seen), name="ws-subscribe"),
-            ]
-            try:
-                while True:
-                    try:
-                        # bytes, not str: no UTF-8 decoding here, and pydantic parses bytes
-                        # faster (~0.35 us a trade)
-                        raw = await ws.recv(decode=False)
-                    except ConnectionClosedOK:
-                        break
-                    self.handle_frame(raw)
-                    # recv() returns queued frames without suspending: in a flood this loop
-                    # would keep the event loop for a dozen frames, and the writer's posts
-                    # (several turns each) would leave InfluxDB idle meanwhile
-                    await asyncio.sleep(0)
-            finally:
-                self._ws = None
-                for task in helpers:
-                    task.cancel()
-                results = await asyncio.gather(*helpers, return_exceptions=True)
-                for result in results:
-                    if isinstance(result, Exception) and not isinstance(result, WebSocketException):
-                        log.error("WebSocket helper failed: %r", result)
-
-    # -- sending ---------------------------------------------------------------------------------
-
-    async def _send(self, message: dict[str, Any]) -> None:
-        ws = self._ws
-        if ws is None:
-            return
+    async def pace(self) -> None:
+        """Keep client messages of every connection under the per-IP limit."""
         reservation = await self._pacer.acquire(1)
         self._pacer.settle(reservation, 1)
-        await ws.send(_dumps(message))
 
-    async def _subscribe(self, subscription: Subscription) -> None:
-        """Subscribe once per connection (the initial pass and `update_coins` may overlap)."""
-        key = subscription_key(subscription)
-        if key in self._sent:
-            return
-        self._sent.add(key)
-        self._pending_acks[key] = subscription
-        await self._send({"method": "subscribe", "subscription": subscription})
+    # -- connection events (from fetch.ws_connection) ---------------------------------------------
 
-    async def _subscribe_and_backfill(self, last_seen: dict[str, int]) -> None:
-        """Subscribe everything, then backfill over REST the coins the replay did not cover.
+    def connection_opened(self, connection: FeedConnection) -> None:
+        self.stats.connects += 1
+        if connection.connects > 1:
+            self.stats.reconnects += 1
+        if self._down_since is not None:
+            log.info(
+                "Hyperliquid WebSocket reachable again after %.0f s",
+                time.time() - self._down_since,
+            )
+            self._down_since = None
+        log.info("connected to %s (connection %s)", self.ws_url, connection.name)
 
-        The first `trades` message of a subscription replays the coin's latest trades; when its
-        oldest trade is no newer than the last one seen before the drop, nothing was missed and
-        the coin costs no REST weight. Only the others (busy coins, long drops) are fetched; a
-        coin never seen before (nothing to be missing relative to) has only its replay.
-        """
-        for subscription in self.subscriptions:
-            await self._subscribe(subscription)
-        if self.coins:
-            log.info("subscribed to the trades of %d coins", len(self.coins))
-        if self.backfill is None:
-            return
-        waiting = [c for c in self.coins if c in last_seen]
-        deadline = time.monotonic() + self.replay_wait
-        while any(c not in self._replay_oldest for c in waiting) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        for coin in waiting:
-            seen = last_seen[coin]
-            if self._replay_oldest.get(coin, seen + 1) <= seen:
-                continue  # the replay reached back to the last trade seen
-            await self._backfill_coin(coin, seen)
+    def connection_subscribed(self, connection: FeedConnection) -> None:
+        if self._closing is not None and self._closing[0] is connection:
+            self._closing = None
+        coins = len(self.coins_of(connection))
+        if coins:
+            log.info("subscribed to the trades of %d coins (connection %s)", coins, connection.name)
 
-    async def _backfill_coin(self, coin: str, last_seen_ms: int) -> None:
-        assert self.backfill is not None
-        try:
-            recent = await self.backfill(coin)
-        except HyperfluxError as exc:
-            self._record_gap(Gap(coin, last_seen_ms, _now_ms(), f"backfill failed: {exc}"))
-            return
-        fresh = self._deliver(recent)
-        self.stats.backfilled += len(fresh)
-        if recent:
-            oldest = min(t.time_ms for t in recent)
-            if oldest > last_seen_ms:
-                self._record_gap(Gap(coin, last_seen_ms, oldest, "recentTrades did not reach back"))
-
-    def _record_gap(self, gap: Gap) -> None:
-        self.gaps.append(gap)
-        log.warning(
-            "possible gap in %s trades from %d to %d ms (%s)",
-            gap.coin,
-            gap.after_ms,
-            gap.before_ms,
-            gap.reason,
-        )
-        if self.on_gap is not None:
-            self.on_gap(gap)
-
-    async def _keepalive(self, ws: ClientConnection) -> None:
-        """Ping on time; close the socket when a pong is late or only pongs arrive."""
-        while True:
-            await asyncio.sleep(min(1.0, self.ping_interval / 4))
-            now = time.monotonic()
-            if self._ping_sent is not None and now - self._ping_sent > self.pong_timeout:
-                reason = f"no pong within {self.pong_timeout:.0f} s"
-            elif now - self._last_data > self.stale_after:
-                reason = f"no data for {self.stale_after:.0f} s"
-            else:
-                if self._ping_sent is None and now - self._last_ping >= self.ping_interval:
-                    self._ping_sent = now
-                    self._last_ping = now
-                    await self._send({"method": "ping"})
+    def connection_closed(self, connection: FeedConnection) -> None:
+        now = _now_ms()
+        for coin, covering in self._covering.items():
+            if connection.index not in covering:
                 continue
-            self.stats.stale += 1
-            log.warning("WebSocket stale (%s); reconnecting", reason)
-            await ws.close()
+            covering.discard(connection.index)
+            if covering:
+                continue
+            mark = self.last_trade_ms.get(coin, self._covered_since.get(coin, now))
+            self._resume[coin] = min(self._resume.get(coin, mark), mark)
+            timer = self._replay_timers.pop(coin, None)
+            if timer is not None:
+                timer.cancel()
+
+    def connection_failed(self, connection: FeedConnection, exc: BaseException) -> None:
+        """One warning when the exchange becomes unreachable, a reminder every 5 minutes."""
+        reason = _describe(exc)
+        if self.connected or self._stop.is_set():
+            log.warning("WebSocket %s: %s; reconnecting", connection.name, reason)
             return
+        now = time.time()
+        if self._down_since is None:
+            self._down_since = self._down_logged = now
+            log.warning(
+                "Hyperliquid WebSocket %s unreachable (%s); retrying with backoff. Check the "
+                "network, or HYPERFLUX_HL_WS_URL",
+                self.ws_url,
+                reason,
+            )
+        elif now - self._down_logged >= DOWN_REMINDER_EVERY:
+            self._down_logged = now
+            since = datetime.fromtimestamp(self._down_since, UTC).strftime("%H:%M:%S UTC")
+            log.error(
+                "Hyperliquid WebSocket %s unreachable since %s (%s); still retrying",
+                self.ws_url,
+                since,
+                reason,
+            )
+
+    def may_close(self, connection: FeedConnection) -> bool:
+        """May `connection` drop its (stale) socket? Only while no other connection is
+        reconnecting by our hand (for up to 30 s): never two down at once by our doing."""
+        now = time.monotonic()
+        claim = self._closing
+        claimed = claim is not None and claim[0] is not connection
+        if claimed and now - claim[1] < CLOSE_CLAIM_TIMEOUT:  # type: ignore[index]
+            return False
+        self._closing = (connection, now)
+        return True
+
+    @property
+    def hl_down_since(self) -> float | None:
+        """Unix time since every connection has been down (None while one is up)."""
+        return self._down_since
 
     # -- receiving -------------------------------------------------------------------------------
 
-    def handle_frame(self, raw: str | bytes) -> None:
+    def handle_frame(self, raw: str | bytes, connection: FeedConnection | None = None) -> None:
         """Parse one frame and route it. Never raises: bad input is quarantined and counted."""
         self.stats.frames += 1
         message = parse_ws_message(raw)
@@ -359,20 +351,36 @@ class MarketStream:
                 for record in message.rejected:
                     self.quarantine.add(f"ws:{message.channel}", record.reason, record.raw_text)
         if isinstance(message, Pong):
-            self._ping_sent = None
+            if connection is not None:
+                connection.saw_pong()
             return
-        self._last_data = time.monotonic()
+        if connection is not None:
+            connection.saw_data()
         if isinstance(message, TradesMessage):
             trades = message.trades
-            if trades and trades[0].coin not in self._replay_oldest:
-                self._replay_oldest[trades[0].coin] = min(t.time_ms for t in trades)
+            if trades and connection is not None:
+                coin = trades[0].coin
+                if coin not in connection.first_trades:
+                    oldest = min(t.time_ms for t in trades)
+                    connection.first_trades[coin] = oldest
+                    self._deliver(trades)
+                    self._covered(connection, coin, oldest)
+                    return
             self._deliver(trades)
         elif isinstance(message, SubscriptionAck):
-            self._pending_acks.pop(message.key, None)
+            if connection is not None:
+                connection.pending_acks.pop(message.key, None)  # type: ignore[call-overload]
+                sub = message.subscription
+                if message.method == "subscribe" and sub.get("type") == "trades":
+                    self._covered(connection, str(sub.get("coin")), None)
         elif isinstance(message, ErrorMessage):
             self.stats.errors += 1
             log.warning("Hyperliquid WebSocket error: %s", message.text[:200])
-        elif not isinstance(message, Ignored | InvalidFrame) and self.on_message is not None:
+        elif (
+            not isinstance(message, Ignored | InvalidFrame)
+            and self.on_message is not None
+            and (connection is None or connection.carries_extras)
+        ):
             try:
                 self.on_message(message)
             except Exception:
@@ -394,9 +402,91 @@ class MarketStream:
             log.exception("handling %d trades failed; the stream goes on", len(fresh))
         return fresh
 
+    # -- coverage and gaps -------------------------------------------------------------------------
 
-def _dumps(message: dict[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"))
+    def _covered(self, connection: FeedConnection, coin: str, oldest: int | None) -> None:
+        """`connection` covers `coin` (its ack arrived: `oldest` None; or its first trades
+        message arrived, whose oldest trade is `oldest`)."""
+        if coin not in self.coins:
+            return
+        covering = self._covering.setdefault(coin, set())
+        if not covering:
+            self._covered_since.setdefault(coin, _now_ms())
+        covering.add(connection.index)
+        mark = self._resume.get(coin)
+        if mark is None:
+            return
+        if oldest is None:  # acked: give the replay a moment to arrive
+            if coin not in self._replay_timers:
+                loop = asyncio.get_running_loop()
+                self._replay_timers[coin] = loop.call_later(self.replay_wait, self._no_replay, coin)
+            return
+        del self._resume[coin]
+        timer = self._replay_timers.pop(coin, None)
+        if timer is not None:
+            timer.cancel()
+        if oldest > mark:
+            self._open_gap(Gap(coin, mark, oldest, "the replay did not reach back"))
+
+    def _no_replay(self, coin: str) -> None:
+        """No trades message came after the ack: only REST can tell whether trades were missed."""
+        self._replay_timers.pop(coin, None)
+        mark = self._resume.pop(coin, None)
+        if mark is not None:
+            self._open_gap(Gap(coin, mark, _now_ms(), "no replay"), replay=False)
+
+    def _open_gap(self, gap: Gap, replay: bool = True) -> None:
+        if self.backfill is None:
+            if replay:
+                self._record_gap(replace(gap, reason="no connection carried the trades"))
+            return
+        self.open_gaps[(gap.coin, gap.after_ms)] = gap
+        if self.on_gap_opened is not None:
+            self.on_gap_opened(gap)
+        task = asyncio.create_task(self._backfill_gap(gap, replay), name=f"backfill-{gap.coin}")
+        self._backfills.add(task)
+        task.add_done_callback(self._backfills.discard)
+
+    async def _backfill_gap(self, gap: Gap, replay: bool) -> None:
+        """Fill what `recentTrades` still holds; what it cannot reach back to stays a gap."""
+        assert self.backfill is not None
+        try:
+            recent = await self.backfill(gap.coin)
+        except HyperfluxError as exc:
+            final: Gap | None = replace(gap, reason=f"backfill failed: {exc}")
+        except asyncio.CancelledError:
+            self._close_gap(gap, replace(gap, reason="stopped before the backfill answered"))
+            raise
+        else:
+            self.stats.backfilled += len(self._deliver(recent))
+            oldest = min((t.time_ms for t in recent), default=None)
+            if oldest is not None and oldest <= gap.after_ms:
+                final = None  # the backfill reached back: nothing missing
+            elif oldest is None:
+                final = replace(gap, reason="recentTrades was empty") if replay else None
+            else:
+                before = min(oldest, gap.before_ms) if replay else oldest
+                final = replace(gap, before_ms=before, reason="recentTrades did not reach back")
+        self._close_gap(gap, final)
+
+    def _close_gap(self, gap: Gap, final: Gap | None) -> None:
+        self.open_gaps.pop((gap.coin, gap.after_ms), None)
+        if final is not None:
+            self._record_gap(final)
+        if self.on_gap_closed is not None:
+            self.on_gap_closed(gap)
+
+    def _record_gap(self, gap: Gap) -> None:
+        self.gaps.append(gap)
+        log.warning(
+            "possible gap in %s trades from %d to %d ms (%s)",
+            gap.coin,
+            gap.after_ms,
+            gap.before_ms,
+            gap.reason,
+        )
+        if self.on_gap is not None:
+            self.on_gap(gap)
 
 
 def _now_ms() -> int:
@@ -405,5 +495,5 @@ def _now_ms() -> int:
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, InvalidHandshake):
-        return f"handshake refused ({exc}); retrying"
-    return f"{type(exc).__name__}: {exc or 'connection lost'}; reconnecting"
+        return f"handshake refused ({exc})"
+    return f"{type(exc).__name__}: {exc or 'connection lost'}"

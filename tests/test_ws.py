@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from fetch.info import HyperliquidInfo
 from fetch.rest import InfoClient
-from fetch.ws import MarketStream
+from fetch.ws import Gap, MarketStream
 from utils.quarantine import Quarantine
 from validate import MidsMessage, Trade
 
@@ -269,3 +269,81 @@ async def test_a_reconnect_the_replay_covers_costs_no_rest_weight(simulator, tmp
     assert sim.ledger.rest_requests["recentTrades"] == before
     assert set(collected.keys()) == sim.ledger.trade_keys()
     assert stream.gaps == []
+
+
+# --- A/B feeds: redundant connections ------------------------------------------------------
+
+
+async def test_one_connection_of_two_dropped_for_5_s_loses_nothing_and_records_no_gap(
+    simulator, tmp_path
+):
+    sim = await simulator(rate=120, evolve_interval=0, auto_liquidations=False)  # 10 recentTrades
+    collected = Collected()
+    async with InfoClient(sim.url) as client:
+        stream = stream_for(
+            sim, collected, tmp_path, connections=2, backfill=HyperliquidInfo(client).recent_trades
+        )
+        async with running(stream):
+            await wait_for(lambda: stream.connected_count == 2 and not stream.unacknowledged)
+            await asyncio.sleep(1.0)
+            assert await sim.disconnect_all(abrupt=True, reject_seconds=5.0, count=1) == 1
+            await wait_for(lambda: stream.connected_count == 1)
+            await asyncio.sleep(4.0)
+            assert stream.connected_count == 1  # still down: trades flowed over the other one
+            await wait_for(lambda: stream.connected_count == 2 and not stream.unacknowledged, 10)
+            await asyncio.sleep(1.0)
+            sim.pause()
+            expected = sim.ledger.trade_keys()
+            await wait_for(lambda: len(collected.keys()) >= len(expected))
+    delivered = collected.keys()
+    assert len(delivered) == len(set(delivered)) == len(expected)
+    assert set(delivered) == expected
+    assert stream.gaps == [] and stream.open_gaps == {}
+    assert stream.stats.reconnects == 1
+    assert sim.ledger.rest_requests["recentTrades"] == 0  # no backfill needed, none spent
+
+
+async def test_both_connections_dropped_for_5_s_leave_every_missing_trade_inside_a_gap(
+    simulator, tmp_path
+):
+    sim = await simulator(rate=120, evolve_interval=0, auto_liquidations=False)  # 10 recentTrades
+    collected = Collected()
+    opened: list[Gap] = []
+    closed: list[Gap] = []
+    async with InfoClient(sim.url) as client:
+        stream = stream_for(
+            sim,
+            collected,
+            tmp_path,
+            connections=2,
+            backfill=HyperliquidInfo(client).recent_trades,
+            on_gap_opened=opened.append,
+            on_gap_closed=closed.append,
+        )
+        async with running(stream):
+            await wait_for(lambda: stream.connected_count == 2 and not stream.unacknowledged)
+            await asyncio.sleep(1.0)
+            down = time.time() * 1000
+            await sim.disconnect_all(abrupt=True, reject_seconds=5.0)
+            await wait_for(lambda: stream.connected_count == 0)
+            await wait_for(lambda: stream.connected_count == 2 and not stream.unacknowledged, 15)
+            up = time.time() * 1000
+            await wait_for(lambda: not stream.open_gaps and len(closed) == len(opened))
+            await asyncio.sleep(1.0)
+            sim.pause()
+            await asyncio.sleep(0.5)
+    delivered = collected.keys()
+    assert len(delivered) == len(set(delivered)), "a trade was delivered twice"
+    missing = sim.ledger.trade_keys() - set(delivered)
+    assert missing, "5 s at 120 trades/s is more than replay and recentTrades hold"
+    gaps = {}
+    for gap in stream.gaps:
+        gaps.setdefault(gap.coin, []).append(gap)
+    for coin, time_ms, tid in missing:
+        assert any(g.after_ms < time_ms <= g.before_ms for g in gaps.get(coin, [])), (
+            coin, time_ms, tid, gaps.get(coin), down, up, sorted(t for c, t, _ in missing if c == coin)
+        )
+    for gap in stream.gaps:
+        assert gap.before_ms - gap.after_ms <= (up - down) + 2000, gap
+    assert {(g.coin, g.after_ms) for g in opened} == {(g.coin, g.after_ms) for g in closed}
+    assert {(g.coin, g.after_ms) for g in stream.gaps} <= {(g.coin, g.after_ms) for g in opened}

@@ -109,15 +109,24 @@ class JobRunner:
         self.scheduler.start()
 
     async def shutdown(self, grace: float = 2.0) -> None:
-        """Stop scheduling; runs still going after `grace` seconds are cancelled."""
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
+        """Stop scheduling; runs still going after `grace` seconds are cancelled.
+
+        APScheduler's own shutdown cancels the tasks of the runs it started, and a task
+        cancelled before its first step never reaches the job's guard: APScheduler then logs the
+        CancelledError as a job failure with a traceback. So: pause, let every started task
+        enter its guard, cancel only inside the guard, and shut APScheduler down once none is
+        left."""
+        if not self.scheduler.running:
+            return
+        self.scheduler.pause()
+        await asyncio.sleep(0)  # runs submitted just now take their first step
         running = list(self._running)
         if running:
             _, late = await asyncio.wait(running, timeout=grace)
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        self.scheduler.shutdown(wait=False)
 
     def samples(self) -> list[Sample]:
         out: list[Sample] = []

@@ -36,3 +36,28 @@ async def test_a_failing_job_logs_once_then_quietly_keeps_running(caplog):
     assert runner.stats["flaky"].failures == 4
     assert runner.stats["flaky"].last_success > 0
     assert later, "a job added with start_now=False must still run (not be added paused)"
+
+
+async def test_a_stop_just_as_jobs_start_logs_no_traceback_and_cancels_them(caplog):
+    """APScheduler cancels the tasks it started at shutdown; a task cancelled before its first
+    step would be logged by it as a failed job with a CancelledError traceback."""
+    finished: list[str] = []
+
+    async def slow() -> None:
+        await asyncio.sleep(30)
+        finished.append("slow")
+
+    for attempt in range(3):  # stop 0, 1 and 2 loop turns after the start
+        runner = JobRunner()
+        for i in range(5):
+            runner.add(f"job{i}", slow, 1.0)
+        runner.start()
+        for _ in range(attempt):
+            await asyncio.sleep(0)
+        with caplog.at_level(logging.DEBUG):
+            await asyncio.wait_for(runner.shutdown(grace=0.1), 1.0)
+            await asyncio.sleep(0.05)
+        assert not runner.scheduler.running
+    assert finished == []
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert "Traceback" not in caplog.text and "CancelledError" not in caplog.text

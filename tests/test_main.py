@@ -85,3 +85,27 @@ def test_help_lists_the_commands():
     assert result.returncode == 0
     for command in ("run", "check", "spool"):
         assert command in result.stdout
+
+
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_a_data_dir_that_cannot_be_written_is_one_line(command, tmp_path):
+    """/sys refuses new entries even to root; a path below a regular file cannot exist."""
+    (tmp_path / "a-file").write_text("")
+    for data_dir in ("/sys/hyperflux-test-data", str(tmp_path / "a-file" / "data")):
+        result = main(
+            command,
+            HYPERFLUX_DATA_DIR=data_dir,
+            HYPERFLUX_INFLUX_URL="http://127.0.0.1:1",
+            HYPERFLUX_HL_API_URL="http://127.0.0.1:1",
+            HYPERFLUX_METRICS_PORT="0",
+        )
+        assert "Traceback" not in result.stderr
+        message = f"the data dir {data_dir} is not writable"
+        if command == "run":
+            assert result.returncode == 2
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith(f"hyperflux: {message}"), lines
+            assert "HYPERFLUX_DATA_DIR" in lines[0]
+        else:
+            assert result.returncode == 1
+            assert f"FAIL data dir    {message}" in result.stdout

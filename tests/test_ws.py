@@ -341,7 +341,10 @@ async def test_both_connections_dropped_for_5_s_leave_every_missing_trade_inside
         gaps.setdefault(gap.coin, []).append(gap)
     for coin, time_ms, tid in missing:
         assert any(g.after_ms < time_ms <= g.before_ms for g in gaps.get(coin, [])), (
-            coin, time_ms, tid, gaps.get(coin), down, up, sorted(t for c, t, _ in missing if c == coin)
+            coin,
+            time_ms,
+            tid,
+            gaps.get(coin),
         )
     for gap in stream.gaps:
         assert gap.before_ms - gap.after_ms <= (up - down) + 2000, gap

@@ -40,6 +40,7 @@ from config.values import DURATION_NS, duration_ns
 from config.values import parse_retention as check_retention
 from db.client import (
     InfluxTarget,
+    InfluxUnreachableError,
     parse_query_response,
     public_url,
     query_request,
@@ -109,14 +110,42 @@ async def detect_server(client: httpx.AsyncClient) -> ServerInfo:
             f"InfluxDB at {url} refused the credentials ({response.status_code} on /ping): "
             + CREDENTIALS_HINT
         )
+    if response.status_code >= 500:  # e.g. a proxy whose InfluxDB is down: it may come back
+        raise InfluxUnreachableError(
+            f"InfluxDB at {url} is not reachable (/ping answered {response.status_code}): "
+            "start it, or set HYPERFLUX_INFLUX_URL"
+        )
     if response.status_code not in (200, 204):
         raise InfluxUnavailableError(
             f"{url}/ping answered {response.status_code}: "
             "is HYPERFLUX_INFLUX_URL the InfluxDB HTTP API address?"
         )
     info = parse_ping(response.headers)
+    if "X-Influxdb-Version" not in response.headers:
+        await _check_speaks_influxql(client, url)
     log.info("connected to %s at %s", info, url)
     return info
+
+
+async def _check_speaks_influxql(client: httpx.AsyncClient, url: str) -> None:
+    """Only InfluxDB Cloud answers /ping without a version header; any other server that does
+    (a web server answering 200 to every path) is not InfluxDB. Every InfluxDB answers /query
+    with a JSON object, even to refuse it."""
+    try:
+        response = await client.get("/query", params={"q": "SHOW DATABASES"})
+    except httpx.TransportError as exc:
+        raise unreachable_error(url, exc) from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        kind = response.headers.get("Content-Type", "no content type").split(";")[0]
+        raise HyperfluxError(
+            f"{url} is not InfluxDB: /ping has no X-Influxdb-Version header and /query answered "
+            f"{response.status_code} with {kind} instead of JSON; set HYPERFLUX_INFLUX_URL to the "
+            "InfluxDB HTTP API address (e.g. http://HOST:8086)"
+        )
 
 
 def check_db_name(name: str) -> str:
@@ -170,6 +199,11 @@ async def _run(client: httpx.AsyncClient, statement: str) -> list[dict[str, Any]
         raise unreachable_error(url, exc) from None
     if response.status_code == 401:
         raise HyperfluxError(f"InfluxDB at {url} refused the credentials (401): {CREDENTIALS_HINT}")
+    if response.status_code >= 500:
+        raise InfluxUnreachableError(
+            f"InfluxDB at {url} is not reachable (/query answered {response.status_code}): "
+            "start it, or set HYPERFLUX_INFLUX_URL"
+        )
     if response.status_code == 403:
         try:
             detail = response.json().get("error", "")
@@ -321,8 +355,13 @@ def _ensure_bucket(
                 f"({exc.status} {exc.reason}): {how}"
             ) from None
         except urllib3.exceptions.HTTPError as exc:
-            raise InfluxUnavailableError(
+            raise InfluxUnreachableError(
                 f"InfluxDB v2 API at {public_url(target.url)} failed "
                 f"({type(exc).__name__}): start it, or set HYPERFLUX_INFLUX_URL"
+            ) from None
+        except (TypeError, ValueError, AttributeError) as exc:  # the answer was not the v2 API's
+            raise HyperfluxError(
+                f"{public_url(target.url)} did not answer the InfluxDB v2 bucket API as InfluxDB "
+                f"does ({type(exc).__name__}): is HYPERFLUX_INFLUX_URL an InfluxDB 2.x? {how}"
             ) from None
     log.info("created bucket %r (retention %s) in org %s", target.db, retention, orgs[0].name)

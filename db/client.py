@@ -16,6 +16,12 @@ import httpx
 from utils.errors import InfluxQueryError, InfluxUnavailableError
 
 
+class InfluxUnreachableError(InfluxUnavailableError):
+    """No answer from InfluxDB (refused, timed out, a 5xx from a proxy in front of it): it may
+    come back. Unlike the other InfluxUnavailableError causes (wrong address, unsupported
+    version) the storage starts anyway and collects into the spool meanwhile."""
+
+
 @dataclass(frozen=True)
 class InfluxTarget:
     """Where and how to reach one database."""
@@ -33,12 +39,14 @@ class InfluxTarget:
             return None
         return (self.username or "hyperflux", self.password or "")
 
-    def async_client(self) -> httpx.AsyncClient:
+    def async_client(self, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+        """A client for this server; `transport` swaps the network (tests: httpx.MockTransport)."""
         return httpx.AsyncClient(
             base_url=self.url.rstrip("/"),
             auth=self.auth,
             timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 5.0)),
             limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
+            transport=transport,
         )
 
     def sync_client(self) -> httpx.Client:
@@ -114,7 +122,7 @@ def public_url(url: str | httpx.URL) -> str:
     return str(parsed.copy_with(username=None, password=None)).rstrip("/")
 
 
-def unreachable_error(url: str | httpx.URL, exc: httpx.TransportError) -> InfluxUnavailableError:
+def unreachable_error(url: str | httpx.URL, exc: httpx.TransportError) -> InfluxUnreachableError:
     """One line for a connection that failed, without credentials."""
     causes: list[BaseException] = []
     cause: BaseException | None = exc
@@ -129,7 +137,7 @@ def unreachable_error(url: str | httpx.URL, exc: httpx.TransportError) -> Influx
         reason = "host name not found"
     else:
         reason = str(exc) or type(exc).__name__
-    return InfluxUnavailableError(
+    return InfluxUnreachableError(
         f"InfluxDB at {public_url(url)} is not reachable ({reason}): "
         "start it, or set HYPERFLUX_INFLUX_URL"
     )

@@ -48,6 +48,7 @@ class Spool:
         self.dropped_points = 0
         self._lock = threading.Lock()
         self._segments: deque[Segment] = deque()
+        self._sequences: set[int] = set()  # of `_segments`, for `in`
         self._bytes = 0
         self._points = 0
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -64,6 +65,7 @@ class Spool:
                 path.unlink()  # a batch that never finished being spooled: it was not accepted
         found.sort(key=lambda s: s.sequence)
         self._segments.extend(found)
+        self._sequences.update(s.sequence for s in found)
         self._bytes = sum(s.size for s in found)
         self._points = sum(s.points for s in found)
         self._next_sequence = found[-1].sequence + 1 if found else 0
@@ -86,11 +88,16 @@ class Spool:
     def __len__(self) -> int:
         return len(self._segments)
 
-    def append(self, body: bytes, points: int) -> bool:
-        """Persist one batch durably; False when the policy refused it because the spool is full."""
+    def __contains__(self, segment: Segment) -> bool:
+        """Whether the segment still waits here (False once replayed or dropped)."""
+        with self._lock:
+            return segment.sequence in self._sequences
+
+    def append(self, body: bytes, points: int) -> Segment | None:
+        """Persist one batch durably; None when the policy refused it because the spool is full."""
         with self._lock:
             if not self._make_room(len(body), points):
-                return False
+                return None
             sequence = self._next_sequence
             self._next_sequence += 1
         path = self.directory / f"{sequence:016d}-{points}.lp"
@@ -101,14 +108,16 @@ class Spool:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         self._fsync_directory()
+        segment = Segment(sequence, points, len(body), path)
         with self._lock:
-            self._segments.append(Segment(sequence, points, len(body), path))
+            self._segments.append(segment)
+            self._sequences.add(sequence)
             # appends from several threads may finish out of order; keep the queue sorted
             if len(self._segments) > 1 and self._segments[-2].sequence > sequence:
                 self._segments = deque(sorted(self._segments, key=lambda s: s.sequence))
             self._bytes += len(body)
             self._points += points
-        return True
+        return segment
 
     def _make_room(self, size: int, points: int) -> bool:
         if self._bytes + size <= self.max_bytes:
@@ -125,6 +134,7 @@ class Spool:
             return False
         while self._segments and self._bytes + size > self.max_bytes:
             oldest = self._segments.popleft()
+            self._sequences.discard(oldest.sequence)
             self._bytes -= oldest.size
             self._points -= oldest.points
             self.dropped_points += oldest.points
@@ -151,6 +161,7 @@ class Spool:
                 self._segments.remove(segment)
             except ValueError:
                 return  # already dropped by the full-spool policy
+            self._sequences.discard(segment.sequence)
             self._bytes -= segment.size
             self._points -= segment.points
         segment.path.unlink(missing_ok=True)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -18,7 +20,7 @@ from db.bootstrap import (
     parse_retention,
     quote_ident,
 )
-from db.client import InfluxTarget
+from db.client import InfluxTarget, InfluxUnreachableError
 from db.local_server import LocalInfluxd
 from tests.conftest import influxql
 from utils.errors import ConfigError, HyperfluxError, InfluxUnavailableError
@@ -279,3 +281,73 @@ async def test_3x_needs_nothing_and_says_who_sets_retention(
         with caplog.at_level(logging.INFO, logger="db.bootstrap"):
             await ensure_database(client, target, ServerInfo(3, "Core", "3.6.0", "Core"), "30d")
     assert "retention is set by the server admin" in caplog.text
+
+
+def _mock_client(answer: Callable[[httpx.Request], httpx.Response]) -> httpx.AsyncClient:
+    return InfluxTarget(url="http://influx.test:8086", db="x").async_client(
+        httpx.MockTransport(answer)
+    )
+
+
+async def test_a_web_server_that_is_not_influxdb_is_a_configuration_error() -> None:
+    html = {"Content-Type": "text/html; charset=utf-8"}
+    async with _mock_client(lambda r: httpx.Response(200, text="<html/>", headers=html)) as client:
+        with pytest.raises(HyperfluxError) as err:
+            await detect_server(client)
+    assert not isinstance(err.value, InfluxUnreachableError)
+    assert str(err.value) == (
+        "http://influx.test:8086 is not InfluxDB: /ping has no X-Influxdb-Version header and "
+        "/query answered 200 with text/html instead of JSON; set HYPERFLUX_INFLUX_URL to the "
+        "InfluxDB HTTP API address (e.g. http://HOST:8086)"
+    )
+
+
+async def test_cloud_answers_ping_without_a_version_and_query_with_json() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/ping":
+            return httpx.Response(204)
+        return httpx.Response(401, json={"code": "unauthorized", "message": "unauthorized access"})
+
+    async with _mock_client(answer) as client:
+        assert await detect_server(client) == ServerInfo(2, "Cloud", "", "")
+
+
+async def test_a_5xx_on_ping_or_no_connection_is_unreachable_not_misconfigured() -> None:
+    async with _mock_client(lambda r: httpx.Response(502, text="Bad Gateway")) as client:
+        with pytest.raises(InfluxUnreachableError, match=r"not reachable \(/ping answered 502\)"):
+            await detect_server(client)
+    async with InfluxTarget(url=f"http://127.0.0.1:{free_port()}", db="x").async_client() as client:
+        with pytest.raises(InfluxUnreachableError, match="connection refused"):
+            await detect_server(client)
+
+
+class _HtmlEverywhere(BaseHTTPRequestHandler):
+    """A web server that answers 200 with HTML to every path (the v2 bucket API included)."""
+
+    def do_GET(self) -> None:
+        body = b"<html><body>It works!</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_2x_path_against_a_server_that_is_not_influxdb_is_one_line() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HtmlEverywhere)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        target = InfluxTarget(url=url, db="hf2", password="token")
+        async with target.async_client() as client:
+            with pytest.raises(HyperfluxError) as err:
+                await ensure_database(client, target, ServerInfo(2, "Cloud", ""), "INF")
+    finally:
+        server.shutdown()
+        server.server_close()
+    message = str(err.value)
+    assert message.startswith(f"{url} did not answer the InfluxDB v2 bucket API as InfluxDB does (")
+    assert "is HYPERFLUX_INFLUX_URL an InfluxDB 2.x?" in message and "\n" not in message

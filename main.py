@@ -32,13 +32,17 @@ from db.storage import default_target, open_spool, open_storage, target_from_set
 from fetch import weights
 from fetch.hlp import discover_hlp
 from fetch.info import HyperliquidInfo
+from fetch.rate_limit import Priority, WeightBudget
 from fetch.rest import InfoClient
+from fetch.spend_journal import FILE_NAME as WEIGHT_JOURNAL
+from fetch.spend_journal import SpendJournal
 from fetch.stats import rest_samples, ws_samples
 from fetch.ws import MarketStream
 from process.backfill import DATASETS, backfill
-from process.collector import Collector, Sources
+from process.collector import STOP_SECONDS, Collector, Sources, StreamHandlers
 from utils.errors import HyperfluxError
 from utils.logging import register_secret, setup_logging
+from utils.paths import ensure_writable_dir
 from utils.quarantine import Quarantine
 
 log = logging.getLogger("hyperflux")
@@ -72,50 +76,101 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+STORAGE_CLOSE_SECONDS = 2.0 - STOP_SECONDS - 0.2
+"""The collector's stop, then the storage's close (the rest is spooled): within 2 s in all."""
+
+
 async def run(settings: Settings) -> int:
+    """Collect until SIGTERM/SIGINT. A signal during start-up abandons the start-up at once
+    (requests to an unresponsive server included); either way the stop takes at most ~2 s."""
     stop = asyncio.Event()
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    starting = True
+
+    def on_signal() -> None:
+        stop.set()
+        if starting:
+            main_task.cancel()
+
+    ensure_writable_dir(settings.data_dir)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    quarantine = Quarantine(settings.quarantine_dir)
-    async with (
-        open_storage(settings) as storage,
-        InfoClient.from_settings(settings) as client,
-    ):
-        info = HyperliquidInfo(client, quarantine)
-        share = client.budget.limited(settings.jobs_positions_share)
-        vaults = await discover_hlp(info, settings.hl_hlp_vault, tuple(settings.hl_liquidators))
-        streams: list[MarketStream] = []
-
-        def open_stream(on_trades: Any, on_gap: Any, backfill: bool) -> MarketStream:
-            stream = MarketStream(
-                settings.hl_ws_url,
-                [],
-                on_trades=on_trades,
-                on_gap=on_gap,
-                backfill=info.recent_trades if backfill else None,
-                quarantine=quarantine,
-                coin_channels=settings.hl_ws_channels,
-            )
-            streams.append(stream)
-            return stream
-
-        sources = Sources(
-            info=info,
-            positions_info=HyperliquidInfo(client, quarantine, budget=share),
-            vaults={address: vaults.name_of(address) for address in vaults.addresses},
-            liquidators=vaults.liquidators,
-            open_stream=open_stream,
-            samples=lambda: rest_samples(client) + [s for w in streams for s in ws_samples(w)],
-            quarantined=lambda: quarantine.count,
-            rest_polls_per_minute=share.limit / weights.base_weight("clearinghouseState"),
-        )
-        async with Collector(settings, storage, sources) as collector:
-            log.info("hyperflux running (%s); stop with Ctrl-C or SIGTERM", collector.describe())
-            await stop.wait()
-            log.info("stopping: flushing every accepted point")
+        loop.add_signal_handler(signum, on_signal)
+    try:
+        async with (
+            open_storage(settings, close_timeout=STORAGE_CLOSE_SECONDS) as storage,
+            InfoClient.from_settings(settings, budget=open_budget(settings)) as client,
+        ):
+            sources = await open_sources(settings, client)
+            async with Collector(settings, storage, sources) as collector:
+                starting = False
+                log.info(
+                    "hyperflux running (%s); stop with Ctrl-C or SIGTERM", collector.describe()
+                )
+                await stop.wait()
+                log.info("stopping: flushing every accepted point")
+    except asyncio.CancelledError:
+        if not stop.is_set():
+            raise
+        log.info("stopped during start-up")
+        return 0
     log.info("stopped")
     return 0
+
+
+def open_budget(settings: Settings) -> WeightBudget:
+    """The REST budget, with what a crashed predecessor spent in its last minute."""
+    data_dir = settings.data_dir
+    journal = SpendJournal(
+        data_dir / WEIGHT_JOURNAL,
+        # a data dir a collector used before, without a journal: assume the last minute was spent
+        full_if_missing=(data_dir / "addresses.sqlite").exists(),
+    )
+    return WeightBudget(
+        settings.hl_weight_budget, safety_margin=settings.hl_weight_margin, journal=journal
+    )
+
+
+async def open_sources(settings: Settings, client: InfoClient) -> Sources:
+    """The Hyperliquid side: one REST lane per kind of caller (gap backfill first, positions
+    last), HLP discovery, and the trade stream's factory."""
+    quarantine = Quarantine(settings.quarantine_dir)
+    budget = client.budget
+    info = HyperliquidInfo(client, quarantine, budget=budget.lane(Priority.MARKET))
+    backfill = HyperliquidInfo(client, quarantine, budget=budget.lane(Priority.BACKFILL))
+    hlp = HyperliquidInfo(client, quarantine, budget=budget.lane(Priority.HLP))
+    positions_lane = budget.lane(Priority.POSITIONS, cap=settings.jobs_positions_share)
+    vaults = await discover_hlp(hlp, settings.hl_hlp_vault, tuple(settings.hl_liquidators))
+    streams: list[MarketStream] = []
+
+    def open_stream(handlers: StreamHandlers, with_backfill: bool) -> MarketStream:
+        stream = MarketStream(
+            settings.hl_ws_url,
+            [],
+            on_trades=handlers.on_trades,
+            on_gap=handlers.on_gap,
+            on_gap_opened=handlers.on_gap_opened,
+            on_gap_closed=handlers.on_gap_closed,
+            backfill=backfill.recent_trades if with_backfill else None,
+            quarantine=quarantine,
+            coin_channels=settings.hl_ws_channels,
+            connections=settings.hl_ws_connections,
+        )
+        streams.append(stream)
+        return stream
+
+    return Sources(
+        info=info,
+        positions_info=HyperliquidInfo(client, quarantine, budget=positions_lane),
+        hlp_info=hlp,
+        vaults={address: vaults.name_of(address) for address in vaults.addresses},
+        liquidators=vaults.liquidators,
+        open_stream=open_stream,
+        samples=lambda: rest_samples(client) + [s for w in streams for s in ws_samples(w)],
+        quarantined=lambda: quarantine.count,
+        rest_polls_per_minute=positions_lane.limit / weights.base_weight("clearinghouseState"),
+    )
 
 
 async def check(settings: Settings) -> int:
@@ -128,6 +183,12 @@ async def check(settings: Settings) -> int:
         print(f"{'ok  ' if ok else 'FAIL'} {name:<11} {detail}")
 
     report(True, "config", f"data dir {settings.data_dir}, database {settings.influx_db!r}")
+    try:
+        ensure_writable_dir(settings.data_dir)
+        writable = True
+    except HyperfluxError as exc:
+        writable = False
+        report(False, "data dir", str(exc))
     url = settings.influx_url
     if not url and not answers_ping(DEFAULT_URL):
         found = influxd_path()
@@ -157,8 +218,9 @@ async def check(settings: Settings) -> int:
         report(True, "hyperliquid", f"{listed} perps listed at {settings.hl_api_url}")
     except HyperfluxError as exc:
         report(False, "hyperliquid", f"{exc} (HYPERFLUX_HL_API_URL={settings.hl_api_url})")
-    spool = open_spool(settings)
-    report(True, "spool", f"{spool.points} points waiting ({spool.bytes} bytes)")
+    if writable:
+        spool = open_spool(settings)
+        report(True, "spool", f"{spool.points} points waiting ({spool.bytes} bytes)")
     return 1 if failures else 0
 
 
@@ -172,6 +234,7 @@ async def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
             f"{', '.join(DATASETS)}; got coins={args.coins!r} days={args.days} "
             f"datasets={args.datasets!r}"
         )
+    ensure_writable_dir(settings.data_dir)
     async with open_storage(settings) as storage, InfoClient.from_settings(settings) as client:
         info = HyperliquidInfo(client, Quarantine(settings.quarantine_dir))
         report = await backfill(
@@ -206,6 +269,7 @@ def run_query(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def show_spool(settings: Settings) -> int:
+    ensure_writable_dir(settings.data_dir)
     spool = open_spool(settings)
     print(f"{spool.directory}: {spool.points} points in {len(spool)} segments, {spool.bytes} bytes")
     print(f"limit {spool.max_bytes} bytes, policy when full: {spool.policy}")

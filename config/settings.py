@@ -175,6 +175,12 @@ class Settings(BaseSettings):
         BeforeValidator(parse_channels),
         Expect(f"a comma list of WebSocket channels from {', '.join(WS_COIN_CHANNELS)}"),
     ] = []
+    hl_ws_connections: Annotated[
+        int,
+        Field(ge=1, le=10),
+        BeforeValidator(_no_bool),
+        Expect("an integer from 1 to 10 (the exchange allows 10 connections per IP)"),
+    ] = 2
     hl_weight_budget: Annotated[
         int, Field(gt=0), BeforeValidator(_no_bool), Expect("an integer greater than 0")
     ] = 1200

@@ -2,9 +2,13 @@
 
 The Hyperliquid side comes in as `Sources` built by main.py (process/ does not import fetch/).
 On entry: restore the timestamp slots of recent trades from InfluxDB (a replay after a restart
-overwrites itself), restore the address registry, subscribe the universe, start the stream and
-the periodic jobs and the metrics endpoint. On exit: stop the jobs and the stream, flush the
-registry; the caller's storage context then flushes or spools every point.
+overwrites itself; skipped with one line while InfluxDB is unreachable), restore the address
+registry and the stream state (each coin's newest durable trade, which the restarted stream
+must reach back to; gaps a crash left open are recorded), subscribe the universe, start the
+stream and the periodic jobs and the metrics endpoint. On exit, within `STOP_SECONDS`: stop the
+jobs and the stream, flush the writer, run the order-flow engine once more over what landed,
+save the stream state and the registry; the caller's storage context then flushes or spools
+every point.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from config import Settings
@@ -40,6 +45,9 @@ from process.poll_scheduler import PollScheduler
 from process.registry import AddressRegistry
 from process.scheduling import JobRunner
 from process.shard import Shard
+from process.stream_state import FILE_NAME as STREAM_STATE_FILE
+from process.stream_state import OpenGap, StreamState
+from utils.errors import HyperfluxError
 from utils.metrics import MetricsServer, Sample, status_line
 from validate import Trade
 
@@ -47,6 +55,9 @@ log = logging.getLogger(__name__)
 
 HEALTH_EVERY = 30.0
 REGISTRY_FLUSH_EVERY = 5.0
+STATE_FLUSH_EVERY = 2.0
+STOP_SECONDS = 1.2
+"""What the collector's own stop may take; the storage's close gets the rest of the 2 s."""
 EXPIRE_EVERY = 3600.0
 UNIVERSE_CHECK_EVERY = 60.0
 STATUS_FIELDS = (
@@ -60,12 +71,17 @@ STATUS_FIELDS = (
     "addresses_tracked",
     "quarantined_total",
     "ws_reconnects_total",
+    "ws_connected",
+    "hl_reachable",
     "hl_weight_last_60s",
 )
 
 
 class Stream(Protocol):
     """What the collector needs of the WebSocket supervisor (`fetch.ws.MarketStream`)."""
+
+    @property
+    def connected(self) -> bool: ...
 
     async def run(self) -> None: ...
 
@@ -80,13 +96,24 @@ TradeHandler = Callable[[list[Trade]], None]
 GapHandler = Callable[[GapRecord], None]
 
 
+@dataclass(frozen=True)
+class StreamHandlers:
+    """Where the stream's trades and gaps go (see `fetch.ws.MarketStream`)."""
+
+    on_trades: TradeHandler
+    on_gap: GapHandler  # a stretch that stays missing: written to trade_gaps
+    on_gap_opened: GapHandler  # a stretch being backfilled: kept on disk meanwhile
+    on_gap_closed: GapHandler  # its backfill answered
+
+
 @dataclass
 class Sources:
-    info: MarketSource  # the shared REST budget
-    positions_info: MarketSource  # the positions job's share of it
+    info: MarketSource  # market data: the REST budget's market lane
+    positions_info: MarketSource  # the positions lane
+    hlp_info: MarketSource  # the HLP lane
     vaults: Mapping[str, str]  # HLP parent and children: address -> name
     liquidators: frozenset[str]
-    open_stream: Callable[[TradeHandler, GapHandler, bool], Stream]  # (.., .., backfill)
+    open_stream: Callable[[StreamHandlers, bool], Stream]  # (handlers, backfill)
     samples: Callable[[], list[Sample]]  # the fetch side's figures
     quarantined: Callable[[], int]
     rest_polls_per_minute: float  # clearinghouseState calls the positions share allows
@@ -114,15 +141,24 @@ class Collector:
             batch=max(1, math.ceil(sources.rest_polls_per_minute / 60)) + 1,
         )
         self.detector = LiquidationDetector(sources.liquidators, self.positions.positions_of)
+        writer = self.writer
+        self.state = StreamState(
+            settings.data_dir / STREAM_STATE_FILE,
+            accepted=lambda: writer.accepted_lines,
+            durable=lambda: writer.durable_through,
+        )
         self.sink = TradeSink(
             self.builder,
             self.writer,
             self.detector,
             discover=self.positions.discover,
+            handed_over=self._handed_over,
             store=self.market_data,
         )
         self.asset_ctx = AssetCtxJob(sources.info, self.builder, self.writer)
-        self.hlp = HlpJob(sources.info, self.builder, self.writer, lambda: sources.vaults)
+        self.hlp = HlpJob(sources.hlp_info, self.builder, self.writer, lambda: sources.vaults)
+        self.order_flow: OrderFlowEngine | None = None
+        self._last_trades: dict[str, int] = {}
         self.stream: Stream | None = None
         self.universe: UniverseJob | None = None
         self._stream_task: asyncio.Task[None] | None = None
@@ -135,12 +171,23 @@ class Collector:
         return f"shard {self.shard}, {what}, {len(self.registry)} known addresses"
 
     async def __aenter__(self) -> Collector:
+        try:
+            await self._start()
+        except BaseException:  # e.g. cancelled by a signal during start-up: undo what started
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def _start(self) -> None:
         self.positions.restore()
         await self._restore_trade_slots()
         runner = self.runner
         # Every shard follows the trade stream: it is how addresses are discovered. Only the
         # shard that stores market data backfills it (recentTrades costs REST weight).
-        self.stream = self.sources.open_stream(self.sink, self.sink.gap, self.market_data)
+        handlers = StreamHandlers(
+            self.sink, self._gap_recorded, self._gap_opened, self.state.gap_closed
+        )
+        self.stream = self.sources.open_stream(handlers, self.market_data)
         configured = list(self.settings.coins)
         self.universe = UniverseJob(
             self.sources.info,
@@ -159,19 +206,32 @@ class Collector:
             self._add_engines()
         runner.add("positions", self.positions, 1.0)
         runner.add("registry_flush", self._flush_registry, REGISTRY_FLUSH_EVERY, start_now=False)
+        runner.add("state_flush", self._flush_state, STATE_FLUSH_EVERY, start_now=False)
         runner.add("expire", self._expire, EXPIRE_EVERY)
         runner.add("health", self._health, HEALTH_EVERY, start_now=False)
         runner.start()
         self.metrics.start()
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.runner.shutdown()
+        deadline = time.monotonic() + STOP_SECONDS
+
+        def left(share: float = 1.0) -> float:
+            return max(0.05, (deadline - time.monotonic()) * share)
+
+        await self.runner.shutdown(grace=left(0.3))
         if self.stream is not None:
-            await self.stream.stop()
+            await _within(self.stream.stop(), left(0.5))  # open gaps are recorded here
         if self._stream_task is not None:
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._stream_task, 5)
+            self._stream_task.cancel()
+            await asyncio.gather(self._stream_task, return_exceptions=True)
+        if self.order_flow is not None:  # bars exact at shutdown: over everything that landed
+            await _within(self.writer.flush(), left(0.5))
+            try:
+                await _within(self.order_flow(), left())
+            except HyperfluxError as exc:  # InfluxDB down at stop: the bars are redone later
+                log.warning("order flow not recomputed at stop: %s", exc)
+        await _within(self.writer.flush(), left())
+        self.state.flush()
         self.registry.flush()
         self.registry.close()
         if self.reader is not None:
@@ -201,6 +261,7 @@ class Collector:
             range_pct=settings.engines_heatmap_range,
             min_size_usd=settings.engines_heatmap_min_size_usd,
         )
+        self.order_flow = order_flow
         self.runner.add("order_flow", order_flow, every)
         self.runner.add("heatmap", heatmap, every)
         self.runner.add("positioning", PositioningEngine(snapshots, writer), every)
@@ -218,15 +279,23 @@ class Collector:
     async def _restore_trade_slots(self) -> None:
         """After a restart: the timestamp slots of the trades InfluxDB holds for the allocator's
         window (a replayed trade then overwrites itself), and each coin's newest stored trade
-        (so the stream can tell what the downtime may have missed)."""
+        (what the stream must reach back to when the stream state file is missing)."""
         allocator = self.builder.allocator
         start = rfc3339_ns((now_ms() - allocator.window_ms) * 1_000_000)
-        async with AsyncInfluxReader(self.storage.target) as reader:
-            recent = await reader.rows(
-                'SELECT "tid", "coin", "side" FROM "trades" WHERE time >= $start',
-                {"start": start},
+        try:
+            async with AsyncInfluxReader(self.storage.target) as reader:
+                recent = await reader.rows(
+                    'SELECT "tid", "coin", "side" FROM "trades" WHERE time >= $start',
+                    {"start": start},
+                )
+                newest = await reader.rows('SELECT LAST("tid") FROM "trades" GROUP BY "coin"')
+        except HyperfluxError as exc:
+            log.warning(
+                "recent trades not read back (%s): a trade replayed after this restart may be "
+                "stored a second time with another timestamp",
+                exc,
             )
-            newest = await reader.rows('SELECT LAST("tid") FROM "trades" GROUP BY "coin"')
+            return
         for row in recent:
             allocator.seed(("trades", row["coin"], row["side"]), row["time"], row["tid"])
         self._last_trades = {row["coin"]: row["time"] // 1_000_000 for row in newest}
@@ -234,9 +303,31 @@ class Collector:
             log.info("restored the timestamp slots of %d recent trades", len(recent))
 
     async def _seed_stream(self) -> None:
+        """Each coin's newest durable trade (stream state; InfluxDB's newest stored trade when
+        there is no state file): the stream must reach back to it. Gaps a crash left open are
+        recorded as they were."""
         assert self.stream is not None
-        for coin, time_ms in self._last_trades.items():
+        durable, left_open = self.state.load()
+        if not self.market_data:
+            return
+        for gap in left_open:
+            reason = f"{gap.reason}; the collector stopped before its backfill answered"
+            self._gap_recorded(replace(gap, reason=reason))
+        for coin, time_ms in (durable or self._last_trades).items():
             self.stream.seed_last_trade(coin, time_ms)
+
+    def _handed_over(self, coin: str, oldest_ms: int, newest_ms: int) -> None:
+        self.state.handed_over(coin, newest_ms)
+
+    def _gap_opened(self, gap: GapRecord) -> None:
+        if self.market_data:
+            self.state.gap_opened(OpenGap(gap.coin, gap.after_ms, gap.before_ms, gap.reason))
+
+    def _gap_recorded(self, gap: GapRecord) -> None:
+        self.sink.gap(gap)
+
+    async def _flush_state(self) -> None:
+        self.state.flush()
 
     async def _flush_registry(self) -> None:
         self.registry.flush()
@@ -277,5 +368,17 @@ class Collector:
             Sample("positions_failed_total", "counter", "failed polls", positions.failures),
             Sample("addresses_tracked", "gauge", "addresses in the poll set", len(self.registry)),
             Sample("quarantined_total", "counter", "records failing validation", quarantined),
+            Sample(
+                "hl_reachable",
+                "gauge",
+                "1 while Hyperliquid answers (a WebSocket is open)",
+                float(self.stream is not None and self.stream.connected),
+            ),
         ]
         return out + self.sources.samples() + self.runner.samples()
+
+
+async def _within(awaitable: Awaitable[object], seconds: float) -> None:
+    """Await with a time limit; a stop must not hang on a slow server."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(awaitable, seconds)

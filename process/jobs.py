@@ -63,6 +63,8 @@ class TradeSink:
     writer: PointSink
     detector: LiquidationDetector
     discover: Callable[[list[Trade], int], None] | None = None
+    handed_over: Callable[[str, int, int], None] | None = None
+    """Called after the writer took a coin's trades: (coin, oldest ms, newest ms)."""
     store: bool = True
     trades: int = 0
     liquidations: int = 0
@@ -79,9 +81,25 @@ class TradeSink:
                 lines += self.builder.liquidations(events)
                 self.liquidations += len(events)
             self.writer.write(lines)
-            self.lag_seconds = max(0.0, (now - max(t.time_ms for t in trades)) / 1000)
+            newest = max(t.time_ms for t in trades)
+            self.lag_seconds = max(0.0, (now - newest) / 1000)
+            if self.handed_over is not None:
+                self._tell_handed_over(trades, newest)
         if self.discover is not None:
             self.discover(trades, now)
+
+    def _tell_handed_over(self, trades: list[Trade], newest: int) -> None:
+        assert self.handed_over is not None
+        coin = trades[0].coin
+        if trades[-1].coin == coin and all(t.coin == coin for t in trades):  # one frame: one coin
+            self.handed_over(coin, min(t.time_ms for t in trades), newest)
+            return
+        spans: dict[str, tuple[int, int]] = {}
+        for trade in trades:
+            low, high = spans.get(trade.coin, (trade.time_ms, trade.time_ms))
+            spans[trade.coin] = (min(low, trade.time_ms), max(high, trade.time_ms))
+        for coin, (low, high) in spans.items():
+            self.handed_over(coin, low, high)
 
     def gap(self, gap: GapRecord) -> None:
         self.gaps += 1

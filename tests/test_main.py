@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -109,3 +112,56 @@ def test_a_data_dir_that_cannot_be_written_is_one_line(command, tmp_path):
         else:
             assert result.returncode == 1
             assert f"FAIL data dir    {message}" in result.stdout
+
+
+async def test_a_stop_during_a_start_up_whose_requests_hang_takes_under_2_s(influxd, tmp_path):
+    """Hyperliquid behind a firewall that drops packets: connections open, nothing answers.
+    SIGTERM while the start-up waits on it: exit 0 within 2 s, no traceback."""
+    peers: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peers.append(writer)
+        while await reader.read(65536):
+            pass
+
+    blackhole = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = blackhole.sockets[0].getsockname()[1]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HYPERFLUX_")}
+    log_path = tmp_path / "run.log"
+    with open(log_path, "wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "main.py",
+            "run",
+            cwd=REPO,
+            stdout=log,
+            stderr=log,
+            env={
+                **clean,
+                "HYPERFLUX_DATA_DIR": str(tmp_path / "data"),
+                "HYPERFLUX_INFLUX_URL": influxd.url,
+                "HYPERFLUX_HL_API_URL": f"http://127.0.0.1:{port}",
+                "HYPERFLUX_HL_WS_URL": f"ws://127.0.0.1:{port}/ws",
+                "HYPERFLUX_METRICS_PORT": "0",
+                "HYPERFLUX_LOG_FORMAT": "plain",
+            },
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while not peers:  # the start-up's first request is on its way, and hangs
+                assert time.monotonic() < deadline, log_path.read_text()
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(process.wait(), 10)
+            took = time.monotonic() - started
+        finally:
+            if process.returncode is None:
+                process.kill()
+            blackhole.close()
+    output = log_path.read_text()
+    assert code == 0, output
+    assert took < 2.0, output
+    assert "Traceback" not in output
+    assert "stopped during start-up" in output

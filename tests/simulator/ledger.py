@@ -83,6 +83,8 @@ class Ledger:
     ctx_polls: deque[CtxPoll] = field(init=False)
     positions: deque[PositionsServed] = field(init=False)
     ws_errors_sent: deque[str] = field(init=False)
+    rest_served: deque[tuple[int, str]] = field(init=False)  # (time, type) of each answer given
+    ws_opened: deque[int] = field(init=False)  # time of each accepted WebSocket upgrade
     trade_counts: Counter[str] = field(default_factory=Counter)
     malformed: list[MalformedRecord] = field(default_factory=list)
     liquidations: list[LiquidationRecord] = field(default_factory=list)
@@ -103,6 +105,8 @@ class Ledger:
         self.ctx_polls = deque(maxlen=self.max_records)
         self.positions = deque(maxlen=self.max_records)
         self.ws_errors_sent = deque(maxlen=self.max_records)
+        self.rest_served = deque(maxlen=self.max_records)
+        self.ws_opened = deque(maxlen=self.max_records)
 
     # --- recording (hot path first) --------------------------------------------------------
 

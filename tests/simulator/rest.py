@@ -153,6 +153,7 @@ class InfoApi:
             )
         self.ledger.rest_requests[kind] += 1
         self.ledger.rest_weight[kind] += w
+        self.ledger.rest_served.append((now, kind))
         if hook is not None:
             hook()
         return web.Response(body=dumps(payload).encode(), content_type="application/json")

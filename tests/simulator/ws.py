@@ -110,6 +110,7 @@ class WsHub:
         conn = Connection(ws, ip, request.transport)
         self.conns.add(conn)
         self.ledger.ws_connections += 1
+        self.ledger.ws_opened.append(time.time_ns() // 1_000_000)
         conn.writer = asyncio.create_task(self._write(conn))
         try:
             async for msg in ws:

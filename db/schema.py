@@ -106,17 +106,19 @@ ORDER_FLOW = Measurement(
         "delta",
         "long_liq_notional",
         "short_liq_notional",
+        "incomplete",
     ),
     description="1-minute order-flow bars stamped at bar start (USD notional; taker side); "
-    "liquidation notional per liquidated side",
+    "liquidation notional per liquidated side; incomplete: overlaps a trade_gaps stretch",
     ints=("buy_count", "sell_count"),
 )
 CVD = Measurement(
     "cvd",
     tags=("coin", "window"),
-    fields=("buy_notional", "sell_notional", "cvd", "buy_pct"),
+    fields=("buy_notional", "sell_notional", "cvd", "buy_pct", "incomplete"),
     description="rolling taker buy/sell notional over the window ending at the point's time; "
-    "cvd = buy - sell (USD), buy_pct = buy / (buy + sell) * 100",
+    "cvd = buy - sell (USD), buy_pct = buy / (buy + sell) * 100; incomplete: overlaps a "
+    "trade_gaps stretch",
 )
 LIQ_HEATMAP = Measurement(
     "liq_heatmap",

@@ -12,7 +12,10 @@ The window is the last `days` ending at `now_ms`:
 Points are stamped with the exchange's own times (see process/history.py), so a re-run writes
 the same points again and duplicates nothing. The weight budget lives in the injected source
 (HyperliquidInfo shares the client's budget); records it rejects are quarantined there. A coin
-that fails is logged and reported, and the backfill goes on with the next one.
+that fails is logged and reported, and the backfill goes on with the next one. Arguments are
+checked before anything is fetched or written (`check_interval` also on its own, so a caller can
+check `--interval` before it connects anywhere): a bad one raises `BackfillArgumentError`, a
+`HyperfluxError` whose message is the one line to show.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Protocol, TextIO
 
 from process.history import INTERVAL_MS, candle_lines, funding_lines
 from process.storage_ports import FlushablePointSink as PointSink
+from utils.errors import HyperfluxError
 from utils.progress import ProgressBar
 from validate import Candle, FundingRate
 
@@ -37,6 +41,20 @@ MAX_CANDLES = 5000
 FUNDING_PAGE = 500
 """fundingHistory answers at most 500 rows per request (API.md 2.9)."""
 DAY_MS = 86_400_000
+
+
+class BackfillArgumentError(HyperfluxError, ValueError):
+    """A backfill argument that is not allowed; `str(err)` names it and what is allowed."""
+
+
+def check_interval(interval: str) -> str:
+    """`interval` if it is a candle interval, else BackfillArgumentError naming the choices."""
+    if interval not in INTERVAL_MS:
+        choices = ", ".join(INTERVAL_MS)
+        raise BackfillArgumentError(
+            f"unknown candle interval {interval!r} (--interval); choose from {choices}"
+        )
+    return interval
 
 
 class HistorySource(Protocol):
@@ -141,18 +159,20 @@ async def backfill(
     `interval` is the candle interval (default 1h: 7 days = 168 candles, the 5000-candle cap
     reaches ~208 days back). `now_ms` ends the window (default: this machine's clock).
     `progress` is a stream to draw one bar per dataset and coin on (e.g. sys.stderr).
-    `candle_page` caps the candles asked for per request (at most 5000).
+    `candle_page` caps the candles asked for per request (at most 5000). Raises
+    BackfillArgumentError (a HyperfluxError and a ValueError) for a bad argument, before any
+    request.
     """
     unknown = sorted(set(datasets) - set(DATASETS))
     if unknown:
-        raise ValueError(f"unknown dataset {', '.join(unknown)}; choose from {', '.join(DATASETS)}")
-    if interval not in INTERVAL_MS:
-        choices = ", ".join(INTERVAL_MS)
-        raise ValueError(f"unknown candle interval {interval!r}; choose from {choices}")
+        raise BackfillArgumentError(
+            f"unknown dataset {', '.join(unknown)}; choose from {', '.join(DATASETS)}"
+        )
+    check_interval(interval)
     if not days > 0:
-        raise ValueError(f"days must be > 0, got {days!r}")
+        raise BackfillArgumentError(f"days must be > 0, got {days!r}")
     if not 1 <= candle_page <= MAX_CANDLES:
-        raise ValueError(f"candle_page must be 1 to {MAX_CANDLES}, got {candle_page}")
+        raise BackfillArgumentError(f"candle_page must be 1 to {MAX_CANDLES}, got {candle_page}")
 
     end_ms = int(time.time() * 1000) if now_ms is None else now_ms
     report = BackfillReport(end_ms - round(days * DAY_MS), end_ms, interval)

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from db.client import InfluxTarget
 from db.dead_letter import DeadLetters
@@ -16,9 +21,10 @@ from db.spool import Spool
 from db.writer import InfluxWriter
 from fetch.info import HyperliquidInfo
 from fetch.rest import InfoClient
-from process.backfill import BackfillReport, backfill
+from process.backfill import BackfillArgumentError, BackfillReport, backfill, check_interval
 from process.history import INTERVAL_MS, candle_lines, funding_lines
 from tests.conftest import influxql
+from utils.errors import HyperfluxError
 from utils.progress import ProgressBar
 from validate import Candle, FundingRate, parse_candles, parse_funding_history
 
@@ -351,3 +357,51 @@ def test_query_intervals_are_the_backfill_intervals():
     )
     assert QUERIES["funding"].signature() == ("funding(asset: str (required), hours: float = 24.0)")
     assert BackfillReport(0, 1, "1h").summary() == "total 0 points"
+
+
+class Untouchable:
+    """A source and writer that fail the test when used: arguments are checked first."""
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"{name} used before the arguments were checked")
+
+
+ALLOWED = "1m, 3m, 5m, 15m, 30m, 1h, 2h, 4h, 8h, 12h, 1d, 3d, 1w, 1M"
+
+
+async def test_an_unknown_interval_is_one_line_naming_it_and_the_choices_before_any_request():
+    expected = f"unknown candle interval '7m' (--interval); choose from {ALLOWED}"
+    with pytest.raises(BackfillArgumentError) as err:
+        await backfill(Untouchable(), Untouchable(), ["BTC"], 7, interval="7m")  # type: ignore[arg-type]
+    assert str(err.value) == expected
+    assert isinstance(err.value, HyperfluxError) and isinstance(err.value, ValueError)
+    with pytest.raises(HyperfluxError, match=r"^unknown candle interval '1H'"):
+        check_interval("1H")
+    assert [check_interval(i) for i in INTERVAL_MS] == list(INTERVAL_MS)
+    for bad in ({"datasets": ["trades"]}, {"days": 0}, {"candle_page": 5001}):
+        with pytest.raises(BackfillArgumentError):
+            await backfill(Untouchable(), Untouchable(), ["BTC"], **{"days": 1, **bad})  # type: ignore[arg-type]
+
+
+def test_the_cli_says_an_unknown_interval_in_one_line_before_connecting_anywhere(tmp_path):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HYPERFLUX_")}
+    env = {
+        "HYPERFLUX_INFLUX_URL": "http://127.0.0.1:1",
+        "HYPERFLUX_HL_API_URL": "http://127.0.0.1:1",
+        "HYPERFLUX_DATA_DIR": str(tmp_path / "data"),
+    }
+    result = subprocess.run(
+        [sys.executable, "main.py", "backfill", "--coins", "BTC", "--interval", "7m"],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"hyperflux: unknown candle interval '7m' (--interval); choose from {ALLOWED}"
+    ]

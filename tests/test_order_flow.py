@@ -1,9 +1,10 @@
 """Order flow bars and CVD windows, computed by a real influxd and checked against plain Python.
 
-Trades and liquidations are written with the real `PointBuilder`; every expectation is computed
-in the test from the same input list. Most notionals are exact binary fractions (k / 32), so their
-sums are exact in any order and the comparisons are exact; one test shows the order in which the
-server adds arbitrary floats (left to right in time order) and compares exactly as well.
+Trades, liquidations and trade gaps are written with the real `PointBuilder`; every expectation
+is computed in the test from the same input lists (the `incomplete` flag from the gaps). Most
+notionals are exact binary fractions (k / 32), so their sums are exact in any order and the
+comparisons are exact; one test shows the order in which the server adds arbitrary floats (left
+to right in time order) and compares exactly as well.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -38,6 +40,7 @@ WINDOWS = (("1m", 1), ("5m", 5), ("15m", 15), ("1h", 60))
 ALICE = "0x" + "a1" * 20
 BOB = "0x" + "b2" * 20
 COUNTS = ("buy_count", "sell_count")
+FLAG = "incomplete"  # boolean, on every bar and CVD point
 
 Key = tuple[Any, ...]
 
@@ -52,6 +55,16 @@ def liquidation(
     return LiquidationEvent(coin, side, method, Decimal(px), Decimal(sz), tid, time_ms)
 
 
+@dataclass(frozen=True)
+class Gap:
+    """A `trade_gaps` record: trades after after_ms up to and including before_ms may be missing."""
+
+    coin: str
+    after_ms: int
+    before_ms: int
+    reason: str = "test"
+
+
 def notional(record: Trade | LiquidationEvent) -> float:
     return float(record.px * record.sz)  # what PointBuilder stores
 
@@ -64,12 +77,19 @@ class Store:
         self.builder = PointBuilder()
         self.trades: list[Trade] = []
         self.liquidations: list[LiquidationEvent] = []
+        self.gaps: list[Gap] = []
         self.engine_lines: list[str] = []
 
     def add(self, trades: Sequence[Trade] = (), liqs: Sequence[LiquidationEvent] = ()) -> None:
         self.trades += trades
         self.liquidations += liqs
         self.post(self.builder.trades(trades) + self.builder.liquidations(liqs))
+
+    def gap(self, coin: str, after_ms: int, before_ms: int) -> None:
+        """A `trade_gaps` point, as the collector writes it."""
+        gap = Gap(coin, after_ms, before_ms)
+        self.gaps.append(gap)
+        self.post([self.builder.gap(gap)])
 
     def write(self, lines: Iterable[str]) -> None:
         """The engine's PointSink: straight to InfluxDB."""
@@ -87,12 +107,16 @@ class Store:
             assert response.status_code == 204, response.text
 
     def stored(self, m: Measurement) -> dict[Key, dict[str, Any]]:
-        """(coin[, window], time ns) -> fields; floats as floats (JSON writes 2.0 as 2)."""
-        rows = influxql(self.url, f"{m.select()} ORDER BY time", self.db)
+        """(coin[, window], time ns) -> fields and the flag; floats as floats (JSON writes 2.0
+        as 2)."""
+        fields = [f for f in m.fields if f != FLAG]
+        columns = ", ".join(f'"{c}"' for c in (*m.tags, *fields, FLAG))
+        rows = influxql(self.url, f'SELECT {columns} FROM "{m.name}" ORDER BY time', self.db)
         return {
             (*(row[t] for t in m.tags), row["time"]): {
-                f: row[f] if row[f] is None or f in COUNTS else float(row[f]) for f in m.fields
+                f: row[f] if row[f] is None or f in COUNTS else float(row[f]) for f in fields
             }
+            | {FLAG: row[FLAG]}
             for row in rows
         }
 
@@ -102,6 +126,15 @@ class Store:
 
     # -- expectations, from the records alone --------------------------------------------------
 
+    def missing(self, coin: str, start_ms: int, end_ms: int) -> bool:
+        """May trades of `coin` with start_ms <= time < end_ms be missing? (a gap of the coin
+        has after_ms < time <= before_ms for one of those times)"""
+        return any(
+            max(start_ms, g.after_ms + 1) < min(end_ms, g.before_ms + 1)
+            for g in self.gaps
+            if g.coin == coin
+        )
+
     def bars(self, first_ms: int, now_ms: int) -> dict[Key, dict[str, Any]]:
         """Expected bars of the minutes in [first_ms, now_ms) (the last one as of now_ms)."""
         bars: dict[Key, dict[str, Any]] = {}
@@ -109,7 +142,8 @@ class Store:
         def bar(coin: str, time_ms: int) -> dict[str, Any]:
             key = (coin, (time_ms - time_ms % MIN) * NS)
             zero = dict.fromkeys(ORDER_FLOW.fields, 0.0) | dict.fromkeys(COUNTS, 0)
-            return bars.setdefault(key, zero)
+            start = time_ms - time_ms % MIN
+            return bars.setdefault(key, zero | {FLAG: self.missing(coin, start, start + MIN)})
 
         for t in self.trades:
             if first_ms <= t.time_ms < now_ms:
@@ -143,6 +177,7 @@ class Store:
                         "sell_notional": sell,
                         "cvd": buy - sell,
                         "buy_pct": 100 * buy / (buy + sell) if buy + sell else None,
+                        FLAG: self.missing(coin, low, t),
                     }
         return points
 
@@ -226,8 +261,9 @@ async def test_bars_and_every_cvd_window_equal_sums_of_the_trades(
     assert store.field_types(ORDER_FLOW) == dict.fromkeys(ORDER_FLOW.fields, "float") | {
         "buy_count": "integer",
         "sell_count": "integer",
+        FLAG: "boolean",
     }
-    assert store.field_types(CVD) == dict.fromkeys(CVD.fields, "float")
+    assert store.field_types(CVD) == dict.fromkeys(CVD.fields, "float") | {FLAG: "boolean"}
 
 
 async def test_the_server_adds_a_minute_left_to_right_in_time_order(
@@ -380,6 +416,7 @@ async def test_empty_minutes_have_no_bar_and_a_window_without_trades_has_no_buy_
             "delta": 200.0,
             "long_liq_notional": 0.0,
             "short_liq_notional": 0.0,
+            FLAG: False,
         },
         ("ETH", (T0 + 3 * MIN) * NS): {
             "buy_notional": 0.0,
@@ -389,6 +426,7 @@ async def test_empty_minutes_have_no_bar_and_a_window_without_trades_has_no_buy_
             "delta": 0.0,
             "long_liq_notional": 1000.0,
             "short_liq_notional": 0.0,
+            FLAG: False,
         },
     }  # minutes 1, 2 and 4 had nothing: no bar
     cvd = store.stored(CVD)
@@ -397,6 +435,7 @@ async def test_empty_minutes_have_no_bar_and_a_window_without_trades_has_no_buy_
         "sell_notional": 100.0,
         "cvd": 200.0,
         "buy_pct": 75.0,
+        FLAG: False,
     }
     assert ("BTC", "1m", (T0 + 2 * MIN) * NS) not in cvd  # no bar in the window: no point
     assert cvd[("BTC", "5m", (T0 + 5 * MIN) * NS)]["cvd"] == 200.0
@@ -405,6 +444,7 @@ async def test_empty_minutes_have_no_bar_and_a_window_without_trades_has_no_buy_
         "sell_notional": 0.0,
         "cvd": 0.0,
         "buy_pct": None,  # buy + sell == 0: left out
+        FLAG: False,
     }
     assert cvd == store.cvd(T0 + MIN, T0 + 5 * MIN)
 

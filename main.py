@@ -38,8 +38,9 @@ from fetch.spend_journal import FILE_NAME as WEIGHT_JOURNAL
 from fetch.spend_journal import SpendJournal
 from fetch.stats import rest_samples, ws_samples
 from fetch.ws import MarketStream
-from process.backfill import DATASETS, backfill
+from process.backfill import DATASETS, backfill, check_interval
 from process.collector import STOP_SECONDS, Collector, Sources, StreamHandlers
+from process.engines.order_flow import ReplayNotes
 from utils.errors import HyperfluxError
 from utils.logging import register_secret, setup_logging
 from utils.paths import ensure_writable_dir
@@ -97,13 +98,16 @@ async def run(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
+    replays = ReplayNotes()  # spooled points replayed before the order-flow engine exists
     try:
         async with (
-            open_storage(settings, close_timeout=STORAGE_CLOSE_SECONDS) as storage,
+            open_storage(
+                settings, close_timeout=STORAGE_CLOSE_SECONDS, on_replayed=replays
+            ) as storage,
             InfoClient.from_settings(settings, budget=open_budget(settings)) as client,
         ):
             sources = await open_sources(settings, client)
-            async with Collector(settings, storage, sources) as collector:
+            async with Collector(settings, storage, sources, replays) as collector:
                 starting = False
                 log.info(
                     "hyperflux running (%s); stop with Ctrl-C or SIGTERM", collector.describe()
@@ -234,6 +238,7 @@ async def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
             f"{', '.join(DATASETS)}; got coins={args.coins!r} days={args.days} "
             f"datasets={args.datasets!r}"
         )
+    check_interval(args.interval)
     ensure_writable_dir(settings.data_dir)
     async with open_storage(settings) as storage, InfoClient.from_settings(settings) as client:
         info = HyperliquidInfo(client, Quarantine(settings.quarantine_dir))

@@ -27,7 +27,7 @@ from db.queries import rfc3339_ns
 from db.reader import AsyncInfluxReader
 from db.storage import Storage
 from process.engines.heatmap import HeatmapEngine
-from process.engines.order_flow import OrderFlowEngine
+from process.engines.order_flow import OrderFlowEngine, ReplayNotes
 from process.engines.positioning import PositioningEngine
 from process.engines.positions_state import SnapshotSource
 from process.jobs import (
@@ -120,8 +120,18 @@ class Sources:
 
 
 class Collector:
-    def __init__(self, settings: Settings, storage: Storage, sources: Sources) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        sources: Sources,
+        replays: ReplayNotes | None = None,
+    ) -> None:
+        """`replays` collected the minutes of spooled points replayed before the engines
+        existed (the storage replays what an earlier run left at once): pass the storage's
+        `on_replayed`."""
         self.settings = settings
+        self.replays = replays or ReplayNotes()
         self.storage = storage
         self.sources = sources
         self.writer = storage.writer
@@ -197,13 +207,14 @@ class Collector:
             coins=configured,
         )
         await self.stream.update_coins(configured)  # empty: the universe job fills it in
+        if self.market_data:
+            self._add_engines()  # before the stream: every trade and gap is noted to them
         await self._seed_stream()
         self._stream_task = asyncio.create_task(self._run_stream(), name="trade-stream")
         runner.add("universe", self.universe, UNIVERSE_CHECK_EVERY)
         if self.market_data:
             runner.add("asset_ctx", self.asset_ctx, self.settings.jobs_asset_ctx_interval)
             runner.add("hlp", self.hlp, self.settings.jobs_hlp_interval)
-            self._add_engines()
         runner.add("positions", self.positions, 1.0)
         runner.add("registry_flush", self._flush_registry, REGISTRY_FLUSH_EVERY, start_now=False)
         runner.add("state_flush", self._flush_state, STATE_FLUSH_EVERY, start_now=False)
@@ -227,7 +238,7 @@ class Collector:
         if self.order_flow is not None:  # bars exact at shutdown: over everything that landed
             await _within(self.writer.flush(), left(0.5))
             try:
-                await _within(self.order_flow(), left())
+                await _within(self.order_flow.settle(), left())
             except HyperfluxError as exc:  # InfluxDB down at stop: the bars are redone later
                 log.warning("order flow not recomputed at stop: %s", exc)
         await _within(self.writer.flush(), left())
@@ -249,8 +260,9 @@ class Collector:
             self.reader,
             writer,
             recompute_minutes=settings.engines_order_flow_recompute_minutes,
-            backlog=lambda: writer.spool.points > 0,
+            landed=lambda: writer.landed_through,
         )
+        self.replays.attach(order_flow)
         snapshots = SnapshotSource(
             self.reader, cutoff_ms=round(settings.engines_positions_cutoff_minutes * 60_000)
         )
@@ -318,6 +330,8 @@ class Collector:
 
     def _handed_over(self, coin: str, oldest_ms: int, newest_ms: int) -> None:
         self.state.handed_over(coin, newest_ms)
+        if self.order_flow is not None:  # a late trade rewrites its bar once it has landed
+            self.order_flow.note_trades(oldest_ms, newest_ms, self.writer.accepted_lines)
 
     def _gap_opened(self, gap: GapRecord) -> None:
         if self.market_data:
@@ -325,6 +339,9 @@ class Collector:
 
     def _gap_recorded(self, gap: GapRecord) -> None:
         self.sink.gap(gap)
+        if self.order_flow is not None:  # the bars over it say they are incomplete
+            mark = self.writer.accepted_lines
+            self.order_flow.note_gap(gap.coin, gap.after_ms, gap.before_ms, mark)
 
     async def _flush_state(self) -> None:
         self.state.flush()

@@ -198,9 +198,21 @@ async def test_five_sigkills_an_influxd_crash_and_a_start_with_influxd_down(
         )
     assert sim.ledger.rest_429_count == 0
 
-    # order flow, settled: every bar counts exactly the trades stored in its minute
-    bars = influxql(url, 'SELECT "buy_count", "sell_count", "coin" FROM "order_flow"', DB)
+    # order flow, settled: every bar counts exactly the trades stored in its minute, and says
+    # it is incomplete exactly when a recorded gap of its coin overlaps the minute
+    bars = influxql(
+        url, 'SELECT "buy_count", "sell_count", "incomplete", "coin" FROM "order_flow"', DB
+    )
     per_minute = Counter((coin, t // 60_000) for coin, t, _ in stored)
-    assert {
+    counted = {
         (r["coin"], r["time"] // 60_000_000_000): r["buy_count"] + r["sell_count"] for r in bars
-    } == {key: n for key, n in per_minute.items()}
+    }
+    assert counted == dict(per_minute)
+
+    def overlaps(coin: str, minute: int) -> bool:
+        start, end = minute * 60_000, minute * 60_000 + 59_999
+        return any(c == coin and max(a + 1, start) <= min(b, end) for c, a, b in gaps)
+
+    flags = {(r["coin"], r["time"] // 60_000_000_000): r["incomplete"] for r in bars}
+    assert flags == {key: overlaps(*key) for key in flags}
+    assert any(flags.values()) == bool(gaps)

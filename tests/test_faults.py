@@ -55,6 +55,30 @@ def outside_gaps(
     ]
 
 
+def outcome(
+    name: str, url: str, sim, log_path: Path, code: int, took: float
+) -> tuple[Counter[tuple[str, int, int]], set[tuple[str, int, int]], list[tuple[str, int, int]]]:
+    """The run ended well (exit 0 within 2 s, no traceback) and nothing is stored twice or
+    stored that was never sent; returns what is stored, what is missing and the gaps. Prints
+    the figures (pytest -s shows them)."""
+    log = log_path.read_text()
+    assert code == 0, log[-3000:]
+    assert "Traceback" not in log
+    assert took < 2.0
+    stored = stored_trades(url)
+    assert max(stored.values()) == 1, "a trade was stored twice"
+    sent = sim.ledger.trade_keys()
+    assert set(stored) <= sent
+    missing = sent - set(stored)
+    gaps = recorded_gaps(url)
+    print(
+        f"\n{name}: sent {len(sent)}, stored {len(stored)}, missing {len(missing)} "
+        f"({len(missing) - len(outside_gaps(missing, gaps))} inside {len(gaps)} recorded gaps), "
+        f"HTTP 429 {sim.ledger.rest_429_count}, stop {took:.2f} s"
+    )
+    return stored, missing, gaps
+
+
 async def settle(url: str, log_path: Path, timeout: float = 40) -> None:
     """Wait until the stored trade count stops moving (spool replayed, backfills done)."""
     deadline = time.monotonic() + timeout
@@ -94,16 +118,7 @@ async def test_one_connection_down_loses_nothing_and_both_down_leave_only_record
         await settle(url, log_path)
     finally:
         code, took = await stop_collector(process)
-    log = log_path.read_text()
-    assert code == 0 and "Traceback" not in log, log[-3000:]
-    assert took < 2.0
-
-    stored = stored_trades(url)
-    assert max(stored.values()) == 1, "a trade was stored twice"
-    sent = sim.ledger.trade_keys()
-    assert set(stored) <= sent
-    missing = sent - set(stored)
-    gaps = recorded_gaps(url)
+    _, missing, gaps = outcome("drops", url, sim, log_path, code, took)
 
     # one connection down: nothing missing, no gap, no REST backfill spent
     assert not [k for k in missing if k[1] < both_down]
@@ -177,17 +192,7 @@ async def test_five_sigkills_an_influxd_crash_and_a_start_with_influxd_down(
         await asyncio.sleep(5)  # two engine intervals after the last trade landed
     finally:
         code, took = await stop_collector(process)
-    log = log_path.read_text()
-    assert code == 0, log[-3000:]
-    assert "Traceback" not in log
-    assert took < 2.0
-
-    stored = stored_trades(url)
-    assert max(stored.values()) == 1, "a trade was stored twice"
-    sent = sim.ledger.trade_keys()
-    assert set(stored) <= sent
-    missing = sent - set(stored)
-    gaps = recorded_gaps(url)
+    stored, missing, gaps = outcome("sigkills", url, sim, log_path, code, took)
     assert outside_gaps(missing, gaps) == []
     for coin, after, before in gaps:  # each around a downtime of the collector
         assert any(down - 8000 <= after and before <= up + 8000 for down, up in downtimes), (

@@ -154,7 +154,7 @@ async def test_a_close_short_of_the_liquidation_price_is_not_a_liquidation(simul
 
 
 async def test_ordinary_trades_are_no_liquidations(simulator) -> None:
-    sim = await simulator(**QUIET)
+    sim = await simulator(recent_trades=100, **QUIET)
     views: dict[str, dict[str, PositionView]] = {
         address: {
             coin: View(Decimal(repr(p.szi)), None if p.liq_px is None else Decimal(repr(p.liq_px)))

@@ -58,6 +58,11 @@ log = logging.getLogger(__name__)
 Backfill = Callable[[str], Awaitable[list[Trade]]]
 MAX_SUBSCRIPTIONS = 1000
 """Per IP, over all sockets (API.md section 4)."""
+NEW_CONNECTIONS_PER_MINUTE = 27
+"""Connection attempts per 60 s over all connections: the exchange allows 30 per IP."""
+OUTAGE_BACKOFF_CAP = 2.0
+"""Backoff cap while no connection is up: every second down may lose trades for good, so retry
+soon; the attempts pacer keeps the rate within the exchange's limit."""
 DOWN_REMINDER_EVERY = 300.0
 CLOSE_CLAIM_TIMEOUT = 30.0
 
@@ -143,6 +148,7 @@ class MarketStream:
         self.last_trade_ms: dict[str, int] = {}
         self.connections = [FeedConnection(self, i) for i in range(connections)]
         self._pacer = WeightBudget(messages_per_minute, safety_margin=0.0)
+        self._connect_pacer = WeightBudget(NEW_CONNECTIONS_PER_MINUTE, safety_margin=0.0)
         self._stop = asyncio.Event()
         self._covering: dict[str, set[int]] = {}  # coin -> connections whose trades are acked
         self._covered_since: dict[str, int] = {}  # coin -> ms it became covered
@@ -262,6 +268,16 @@ class MarketStream:
         """Keep client messages of every connection under the per-IP limit."""
         reservation = await self._pacer.acquire(1)
         self._pacer.settle(reservation, 1)
+
+    async def pace_connect(self) -> None:
+        """Keep connection attempts of every connection under the per-IP limit."""
+        reservation = await self._connect_pacer.acquire(1)
+        self._connect_pacer.settle(reservation, 1)
+
+    def retry_cap(self) -> float:
+        """The backoff cap for a connection's next attempt: short while every connection is
+        down (trades are being lost), the configured one while another carries the trades."""
+        return self.backoff_cap if self.connected else min(self.backoff_cap, OUTAGE_BACKOFF_CAP)
 
     # -- connection events (from fetch.ws_connection) ---------------------------------------------
 

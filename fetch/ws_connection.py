@@ -93,7 +93,7 @@ class FeedConnection:
             healthy = time.monotonic() - started > HEALTHY_AFTER
             attempt = 1 if healthy else attempt + 1
             stream = self.stream
-            delay = jittered_backoff(attempt, base=stream.backoff_base, cap=stream.backoff_cap)
+            delay = jittered_backoff(attempt, base=stream.backoff_base, cap=stream.retry_cap())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
 
@@ -103,6 +103,7 @@ class FeedConnection:
 
     async def _connect_and_stream(self) -> None:
         stream = self.stream
+        await stream.pace_connect()
         async with connect(
             stream.ws_url,
             open_timeout=stream.open_timeout,

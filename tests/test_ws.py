@@ -58,8 +58,8 @@ def stream_for(sim, collected: Collected, tmp_path: Path, **kwargs) -> MarketStr
         kwargs.pop("coins", COINS),
         on_trades=collected,
         quarantine=Quarantine(tmp_path / "quarantine"),
-        backoff_base=0.1,
-        backoff_cap=0.5,
+        backoff_base=0.2,  # quick, yet within the exchange's 30 connection attempts a minute
+        backoff_cap=1.0,
         **kwargs,
     )
 
@@ -80,10 +80,12 @@ async def test_two_disconnects_deliver_every_trade_exactly_once(simulator, tmp_p
         stream = stream_for(sim, collected, tmp_path, backfill=info.recent_trades)
         async with running(stream):
             await wait_for(lambda: stream.connected and not stream.unacknowledged)
-            for _ in range(2):
+            for drop in (1, 2):
                 await asyncio.sleep(1.5)
                 await sim.disconnect_all(abrupt=True, reject_seconds=1.0)  # trades go on meanwhile
-                await wait_for(lambda: stream.connected and not stream.unacknowledged)
+                await wait_for(
+                    lambda n=drop: stream.stats.reconnects == n and not stream.unacknowledged
+                )
             await asyncio.sleep(1.0)
             sim.pause()
             await asyncio.sleep(0.5)

@@ -41,6 +41,8 @@ from validate.market import (
     FundingRate,
     L2Book,
     Level,
+    MarginTable,
+    MarginTier,
     Meta,
     Trade,
 )
@@ -85,6 +87,8 @@ __all__ = [
     "Level",
     "Liquidation",
     "MarginSummary",
+    "MarginTable",
+    "MarginTier",
     "Meta",
     "MidsMessage",
     "Pong",

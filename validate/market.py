@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import AliasPath, Field
+from pydantic import AliasPath, BeforeValidator, Field, TypeAdapter, ValidationError
 
 from validate.common import (
     Address,
@@ -147,11 +147,66 @@ class AssetInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class MarginTier:
+    """From `lower_bound` of position notional (USDC) on, leverage is at most `max_leverage`."""
+
+    lower_bound: Annotated[NonNegative, Field(validation_alias="lowerBound")]
+    max_leverage: Annotated[Count, Field(validation_alias="maxLeverage", ge=1)]
+
+
+def _margin_table_of(value: object) -> object:
+    """`marginTables[i]` is `[id, {"description", "marginTiers"}]`: one object with its id."""
+    if isinstance(value, list) and len(value) == 2 and isinstance(value[1], dict):
+        return {**value[1], "id": value[0]}
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class MarginTable:
+    """One of `meta.marginTables`; `AssetInfo.margin_table_id` names it by `id`.
+
+    `tiers` lowest bound first, as served. Ids under 50 are never listed: such an id is a single
+    tier at that max leverage (docs, "Margin tiers").
+    """
+
+    id: Int
+    tiers: Annotated[tuple[MarginTier, ...], Field(validation_alias="marginTiers")]
+    description: str = ""
+
+
+MarginTableItem = Annotated[MarginTable, BeforeValidator(_margin_table_of)]
+"""An element of `marginTables` (the `[id, table]` pair) validated as a MarginTable."""
+_MARGIN_TABLE = TypeAdapter(MarginTableItem)
+
+
+def _valid_tables(value: object) -> object:
+    """Tables that do not validate are left out (their assets fall back to `maxLeverage`): a
+    drift in this optional part must not cost the universe, which everything needs."""
+    if not isinstance(value, list):
+        return value
+    kept = []
+    for item in value:
+        try:
+            kept.append(_MARGIN_TABLE.validate_python(item))
+        except ValidationError:
+            continue
+    return kept
+
+
+@dataclass(frozen=True, slots=True)
 class Meta:
-    """The perp universe (REST `meta`, first half of `metaAndAssetCtxs`)."""
+    """The perp universe (REST `meta`, first half of `metaAndAssetCtxs`).
+
+    `margin_tables` is empty in older payloads (the 2023 recordings have none).
+    """
 
     universe: tuple[AssetInfo, ...]
     collateral_token: Annotated[Int | None, Field(validation_alias="collateralToken")] = None
+    margin_tables: Annotated[
+        tuple[MarginTable, ...],
+        BeforeValidator(_valid_tables),
+        Field(validation_alias="marginTables"),
+    ] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,6 +89,15 @@ POSITIONS = Measurement(
     fields=("address", "szi", "size_usd", "entry_px", "liq_px", "leverage", "unrealized_pnl"),
     description="positions of tracked addresses; liq_px absent when unreachable",
 )
+POSITION_CHANGES = Measurement(
+    "position_changes",
+    tags=("coin", "kind"),
+    fields=("address", "szi_before", "szi_after", "px", "source", "tid"),
+    description="every change of a tracked position's size: kind entry/exit/flip/increase/"
+    "decrease; source trade (px = the fill's price, tid its trade) or poll (a difference the "
+    "book had not seen; px = the served entry price)",
+    ints=("tid",),
+)
 HLP_POSITIONS = Measurement(
     "hlp_positions",
     tags=("vault", "coin", "side"),
@@ -216,6 +225,7 @@ MEASUREMENTS = {
         LIQUIDATIONS,
         ASSET_CTX,
         POSITIONS,
+        POSITION_CHANGES,
         HLP_POSITIONS,
         HLP_EQUITY,
         ORDER_FLOW,

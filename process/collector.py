@@ -42,6 +42,7 @@ from process.jobs import (
 from process.liquidations import LiquidationDetector
 from process.points import GapRecord, PointBuilder
 from process.poll_scheduler import PollScheduler
+from process.positions.book import PositionBook, PositionChange
 from process.registry import AddressRegistry
 from process.scheduling import JobRunner
 from process.shard import Shard
@@ -140,6 +141,8 @@ class Collector:
         self.market_data = mode == "on" or (mode == "auto" and self.shard.is_primary)
         self.builder = PointBuilder()
         self.registry = AddressRegistry(settings.data_dir / "addresses.sqlite")
+        self.book = PositionBook(on_change=self._position_changed)
+        self.position_changes = 0
         self.positions = PositionsJob(
             sources.positions_info,
             self.builder,
@@ -149,6 +152,7 @@ class Collector:
             self.shard,
             skip=frozenset(sources.vaults),
             batch=max(1, math.ceil(sources.rest_polls_per_minute / 60)) + 1,
+            book=self.book,
         )
         self.detector = LiquidationDetector(sources.liquidators, self.positions.positions_of)
         writer = self.writer
@@ -161,7 +165,7 @@ class Collector:
             self.builder,
             self.writer,
             self.detector,
-            discover=self.positions.discover,
+            discover=self._traded,
             handed_over=self._handed_over,
             store=self.market_data,
         )
@@ -328,6 +332,18 @@ class Collector:
         for coin, time_ms in (durable or self._last_trades).items():
             self.stream.seed_last_trade(coin, time_ms)
 
+    def _traded(self, trades: list[Trade], time_ms: int) -> None:
+        """New trades: they move the positions the book tracks, and their traders join the
+        poll set."""
+        self.book.apply_trades(trades)
+        self.positions.discover(trades, time_ms)
+
+    def _position_changed(self, change: PositionChange) -> None:
+        self.position_changes += 1
+        line = self.builder.position_change(change)
+        if line is not None:
+            self.writer.write([line])
+
     def _handed_over(self, coin: str, oldest_ms: int, newest_ms: int) -> None:
         self.state.handed_over(coin, newest_ms)
         if self.order_flow is not None:  # a late trade rewrites its bar once it has landed
@@ -339,6 +355,7 @@ class Collector:
 
     def _gap_recorded(self, gap: GapRecord) -> None:
         self.sink.gap(gap)
+        self.book.note_gap(gap.coin, gap.after_ms, gap.before_ms)  # positions: estimates now
         if self.order_flow is not None:  # the bars over it say they are incomplete
             mark = self.writer.accepted_lines
             self.order_flow.note_gap(gap.coin, gap.after_ms, gap.before_ms, mark)
@@ -361,6 +378,8 @@ class Collector:
 
     def samples(self) -> list[Sample]:
         writer, stats, positions = self.writer, self.writer.stats, self.positions
+        book = self.book
+        book_exact, book_total = book.exact_share()
         quarantined = self.sources.quarantined()
         out = [
             Sample("trades_total", "counter", "trades handed to the writer", self.sink.trades),
@@ -384,6 +403,36 @@ class Collector:
             Sample("positions_polled_total", "counter", "positions polls", positions.polls),
             Sample("positions_failed_total", "counter", "failed polls", positions.failures),
             Sample("addresses_tracked", "gauge", "addresses in the poll set", len(self.registry)),
+            Sample("book_accounts", "gauge", "accounts the position book holds", len(book)),
+            Sample("book_positions", "gauge", "open positions in the book", book_total),
+            Sample(
+                "book_positions_exact",
+                "gauge",
+                "open positions reconciled by a poll and moved only by trades seen since",
+                book_exact,
+            ),
+            Sample(
+                "book_fills_total",
+                "counter",
+                "fills that moved the book",
+                book.stats.trades_applied,
+            ),
+            Sample(
+                "book_polls_total", "counter", "polls of accounts in the book", book.stats.polls
+            ),
+            Sample(
+                "book_polls_drift_total",
+                "counter",
+                "polls that found the book's sizes different from the exchange's",
+                book.stats.polls_with_drift,
+            ),
+            Sample(
+                "book_drift_usd_total",
+                "counter",
+                "USD of the size differences polls found",
+                book.stats.drift_usd,
+            ),
+            Sample("position_changes_total", "counter", "position changes", self.position_changes),
             Sample("quarantined_total", "counter", "records failing validation", quarantined),
             Sample(
                 "hl_reachable",

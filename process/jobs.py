@@ -18,6 +18,7 @@ from typing import NamedTuple, Protocol
 from process.liquidations import LiquidationDetector
 from process.points import GapRecord, PointBuilder
 from process.poll_scheduler import PollScheduler
+from process.positions.book import PositionBook
 from process.registry import AddressRegistry, summarize
 from process.shard import Shard
 from process.storage_ports import PointSink
@@ -199,6 +200,7 @@ class PositionsJob:
     shard: Shard
     skip: frozenset[str] = frozenset()
     batch: int = 8
+    book: PositionBook | None = None  # reconciled with every poll
     polls: int = 0
     failures: int = 0
     latest: dict[str, dict[str, LiqView]] = field(default_factory=dict)
@@ -240,6 +242,8 @@ class PositionsJob:
         for address in gone:
             self.scheduler.discard(address)
             self.latest.pop(address, None)
+            if self.book is not None:
+                self.book.forget(address)
         return len(gone)
 
     def positions_of(self, address: str) -> Mapping[str, LiqView]:
@@ -263,6 +267,8 @@ class PositionsJob:
             self.scheduler.release(address)
             raise
         polled = now_ms()
+        if self.book is not None:
+            self.book.reconcile(address, state, polled)
         summary = summarize(state)
         closed = self.registry.record_poll(
             address,

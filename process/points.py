@@ -14,7 +14,9 @@ in it (seed the allocator from InfluxDB with the same series and keys after a re
 - trades: series ("trades", coin, side), key `tid` (an int) at the trade's ms;
 - liquidations: series ("liquidations", coin, side, method), key `tid`;
 - positions: series ("positions", coin, side), key `address` at the poll's ms (two addresses
-  polled in one instant are two points).
+  polled in one instant are two points);
+- position_changes: series ("position_changes", coin, kind), key (address, tid) at the fill's
+  ms (a poll's change: tid 0, at the snapshot's ms).
 
 Points unique by their tags are stamped at exactly `time_ms * 10**6`: asset_ctx (one per coin per
 poll), hlp_positions and hlp_equity (one per vault, coin and side per poll), trade_gaps (at the
@@ -45,6 +47,7 @@ from db.schema import (
     HLP_POSITIONS,
     LIQUIDATIONS,
     PIPELINE_HEALTH,
+    POSITION_CHANGES,
     POSITIONS,
     TRADE_GAPS,
     TRADES,
@@ -61,6 +64,29 @@ _POSITIONS = POSITIONS.name
 _HLP_POSITIONS = HLP_POSITIONS.name
 _HLP_EQUITY = HLP_EQUITY.name
 _TRADE_GAPS = TRADE_GAPS.name
+
+
+class PositionChangeRecord(Protocol):
+    """A change of a tracked position's size (`process.positions.book.PositionChange`)."""
+
+    @property
+    def address(self) -> str: ...
+    @property
+    def coin(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def szi_before(self) -> Decimal: ...
+    @property
+    def szi_after(self) -> Decimal: ...
+    @property
+    def px(self) -> Decimal | None: ...
+    @property
+    def time_ms(self) -> int: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def tid(self) -> int | None: ...
 
 
 class GapRecord(Protocol):
@@ -218,6 +244,27 @@ class PointBuilder:
             except ValueError as error:
                 self._skip((coin, side) if p is None else p, error)
         return lines
+
+    def position_change(self, change: PositionChangeRecord) -> str | None:
+        """The `position_changes` point of one change (None if it cannot be stored)."""
+        tid = change.tid or 0
+        fields = {
+            "address": change.address,
+            "szi_before": float(change.szi_before),
+            "szi_after": float(change.szi_after),
+            "px": _opt(change.px),
+            "source": change.source,
+            "tid": tid,
+        }
+        series = (POSITION_CHANGES.name, change.coin, change.kind)
+        try:
+            time_ns = self.allocator.allocate(series, change.time_ms, (change.address, tid))
+            return encode_point(
+                POSITION_CHANGES.name, {"coin": change.coin, "kind": change.kind}, fields, time_ns
+            )
+        except ValueError as error:
+            self._skip(change, error)
+            return None
 
     def hlp(
         self,

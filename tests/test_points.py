@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from decimal import Decimal
+from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,14 @@ from db.schema import (
     HLP_EQUITY,
     HLP_POSITIONS,
     LIQUIDATIONS,
+    POSITION_CHANGES,
     POSITIONS,
     TRADE_GAPS,
     TRADES,
     Measurement,
 )
 from process import LiquidationEvent, PointBuilder
+from process.positions.book import PositionChange
 from tests.conftest import influxql
 from validate import (
     AssetCtx,
@@ -416,3 +419,36 @@ def parse_trade_line(line: str) -> tuple[str, dict[str, object], int]:
         else:
             values[name] = float(value)
     return head, values, int(time_ns)
+
+
+def test_position_changes_two_of_one_address_in_one_millisecond_are_two_points(
+    influxd: LocalInfluxd, influx_db: str
+) -> None:
+    builder = PointBuilder()
+    changes = [
+        PositionChange(ALICE, "BTC", "increase", D("1"), D("1.5"), D("84981"), MS, "trade", 7),
+        PositionChange(ALICE, "BTC", "increase", D("1.5"), D("2"), D("84982"), MS, "trade", 8),
+        PositionChange(BOB, "ETH", "entry", D("0"), D("-3"), None, MS, "poll"),
+    ]
+    lines = [builder.position_change(c) for c in changes]
+    assert all(lines)
+    write(influxd.url, influx_db, [line for line in lines if line])
+    write(influxd.url, influx_db, [builder.position_change(changes[0]) or ""])  # replayed
+    rows = select(influxd.url, influx_db, POSITION_CHANGES)
+    assert sorted(
+        (r["coin"], r["kind"], r["address"], r["szi_before"], r["szi_after"], r.get("px"), r["tid"])
+        for r in rows
+    ) == [
+        ("BTC", "increase", ALICE, 1.0, 1.5, 84981.0, 7),
+        ("BTC", "increase", ALICE, 1.5, 2.0, 84982.0, 8),
+        ("ETH", "entry", BOB, 0.0, -3.0, None, 0),
+    ]
+    assert {r["time"] // 10**6 for r in rows} == {MS}
+    assert field_types(influxd.url, influx_db, POSITION_CHANGES) == {
+        "address": "string",
+        "szi_before": "float",
+        "szi_after": "float",
+        "px": "float",
+        "source": "string",
+        "tid": "integer",
+    }

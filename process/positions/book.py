@@ -1,0 +1,313 @@
+"""The position book: every tracked address's perp positions and cash, kept current from the
+trade stream between REST polls.
+
+A position changes only through fills, and every fill is a public trade with both parties
+(`users: [buyer, seller]`, API.md 5.4). So once a poll has given an account's state, each trade
+of the account moves it exactly as the exchange does:
+- size: the buyer's `szi += sz`, the seller's `szi -= sz`;
+- entry price: size-weighted on an increase, unchanged on a decrease, the fill price on a flip
+  or an opening, gone on a close;
+- cash: the cross account's raw USD (`crossMarginSummary.totalRawUsd`) moves by
+  `-signed_sz * px - fee`, with the base-tier fee (taker 0.045 %, maker 0.015 %: the exchange
+  does not publish an account's tier; polls correct it). An isolated position's raw USD moves
+  instead, and the margin it takes from or gives back to the cross account is estimated at the
+  position's leverage.
+
+Polls reconcile (`reconcile`): the snapshot carries the exchange's `time`; trades at or before it
+are in it, newer ones already applied are applied again on top of it (replays and backfills
+arrive late and out of order; the book keeps each account's fills since its last snapshot).
+Every reconcile measures the drift: what the book held against what the exchange served.
+
+Exactness: a position is *exact* when reconciled by a poll and moved only by trades seen since,
+with no recorded gap of its coin in between (`note_gap` marks every account's coin uncertain
+until its next poll); otherwise *estimated*.
+
+Every change of a position's size is a `PositionChange` (entry, exit, flip, increase,
+decrease; from a trade or found by a poll), handed to `on_change`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Literal, NamedTuple
+
+from validate import ClearinghouseState, Trade
+
+ZERO = Decimal(0)
+TAKER_FEE = Decimal("0.00045")
+MAKER_FEE = Decimal("0.00015")
+MAX_FILLS_KEPT = 2000
+"""Fills kept per account between polls (to replay over a newer snapshot); past this the
+account is estimated until its next poll."""
+
+ChangeKind = Literal["entry", "exit", "flip", "increase", "decrease"]
+Source = Literal["trade", "poll"]
+
+
+class PositionChange(NamedTuple):
+    address: str
+    coin: str
+    kind: ChangeKind
+    szi_before: Decimal
+    szi_after: Decimal
+    px: Decimal | None  # the fill's price; for a poll, the served entry price
+    time_ms: int
+    source: Source
+    tid: int | None = None
+
+
+def change_kind(before: Decimal, after: Decimal) -> ChangeKind | None:
+    """How a position went from `before` to `after` (signed sizes), None if it did not."""
+    if before == after:
+        return None
+    if before == 0:
+        return "entry"
+    if after == 0:
+        return "exit"
+    if (before > 0) != (after > 0):
+        return "flip"
+    return "increase" if abs(after) > abs(before) else "decrease"
+
+
+@dataclass(slots=True)
+class BookPosition:
+    """One open position as the book holds it. `raw_usd` is set for isolated positions only
+    (their own margin's raw USD, as `leverage.rawUsd` serves it)."""
+
+    szi: Decimal
+    entry_px: Decimal | None
+    leverage_type: str = "cross"
+    leverage: int | None = None
+    raw_usd: Decimal | None = None
+    max_leverage: int | None = None
+
+    @property
+    def coin_side(self) -> str:
+        return "long" if self.szi > 0 else "short"
+
+
+class Fill(NamedTuple):
+    time_ms: int
+    coin: str
+    signed_sz: Decimal  # > 0 bought
+    px: Decimal
+    taker: bool
+    tid: int
+
+
+@dataclass(slots=True)
+class Account:
+    """What the book knows of one address since its first poll."""
+
+    positions: dict[str, BookPosition]
+    cross_raw_usd: Decimal
+    snapshot_ms: int  # exchange time of the last snapshot: trades at or before it are in it
+    fills: list[Fill] = field(default_factory=list)  # applied since the snapshot
+    uncertain: set[str] = field(default_factory=set)  # coins a recorded gap may have moved
+    overflowed: bool = False  # more fills than kept: estimated until the next poll
+    cash_estimated: bool = False  # isolated margin moved at an estimated leverage
+
+    def exact(self, coin: str) -> bool:
+        return not self.overflowed and coin not in self.uncertain
+
+
+@dataclass
+class Drift:
+    """What one reconcile found: the book's sizes against the exchange's at the snapshot."""
+
+    coins: int  # coins whose size differed
+    usd: float  # sum of |size difference| x price (entry, or the served mark)
+
+
+@dataclass
+class BookStats:
+    trades_applied: int = 0  # fills moved (each trade moves up to two accounts)
+    polls: int = 0  # reconciles of an account already in the book
+    polls_with_drift: int = 0
+    drift_usd: float = 0.0
+    late_skipped: int = 0  # fills at or before a snapshot that already held them
+
+
+class PositionBook:
+    def __init__(self, on_change: Callable[[PositionChange], None] | None = None) -> None:
+        self.accounts: dict[str, Account] = {}
+        self.on_change = on_change
+        self.stats = BookStats()
+
+    def __contains__(self, address: object) -> bool:
+        return address in self.accounts
+
+    def __len__(self) -> int:
+        return len(self.accounts)
+
+    def positions_of(self, address: str) -> Mapping[str, BookPosition]:
+        account = self.accounts.get(address)
+        return {} if account is None else account.positions
+
+    def forget(self, address: str) -> None:
+        self.accounts.pop(address, None)
+
+    # -- trades ----------------------------------------------------------------------------------
+
+    def apply_trades(self, trades: Iterable[Trade]) -> None:
+        """Move both parties of each trade that the book tracks (the hot path: two lookups a
+        trade for untracked parties)."""
+        accounts = self.accounts
+        for trade in trades:
+            buyer = accounts.get(trade.buyer)
+            seller = accounts.get(trade.seller)
+            if buyer is None and seller is None:
+                continue
+            taker_bought = trade.side == "buy"
+            if buyer is not None:
+                self._fill(trade.buyer, buyer, trade, trade.sz, taker_bought)
+            if seller is not None:
+                self._fill(trade.seller, seller, trade, -trade.sz, not taker_bought)
+
+    def _fill(
+        self, address: str, account: Account, trade: Trade, signed_sz: Decimal, taker: bool
+    ) -> None:
+        if trade.time_ms <= account.snapshot_ms:
+            self.stats.late_skipped += 1  # the snapshot already holds it
+            return
+        fill = Fill(trade.time_ms, trade.coin, signed_sz, trade.px, taker, trade.tid)
+        if len(account.fills) < MAX_FILLS_KEPT:
+            account.fills.append(fill)
+        else:
+            account.overflowed = True
+        self.stats.trades_applied += 1
+        change = _move(account, fill)
+        if change is not None and self.on_change is not None:
+            before, after = change
+            kind = change_kind(before, after)
+            assert kind is not None
+            self.on_change(
+                PositionChange(
+                    address,
+                    fill.coin,
+                    kind,
+                    before,
+                    after,
+                    fill.px,
+                    fill.time_ms,
+                    "trade",
+                    fill.tid,
+                )
+            )
+
+    # -- polls -----------------------------------------------------------------------------------
+
+    def reconcile(self, address: str, state: ClearinghouseState, polled_ms: int) -> Drift | None:
+        """Take the exchange's state of `address` (its `time`, else `polled_ms`), apply again the
+        fills newer than it, and report the drift (None for an address seen the first time)."""
+        snapshot_ms = state.time_ms if state.time_ms is not None else polled_ms
+        fresh = Account(
+            positions={
+                p.coin: BookPosition(
+                    p.szi, p.entry_px, p.leverage_type, p.leverage, p.raw_usd, p.max_leverage
+                )
+                for p in state.positions
+                if p.szi != 0
+            },
+            cross_raw_usd=state.cross_margin_summary.total_raw_usd,
+            snapshot_ms=snapshot_ms,
+        )
+        old = self.accounts.get(address)
+        if old is not None:
+            for fill in sorted(old.fills):
+                if fill.time_ms > snapshot_ms:
+                    fresh.fills.append(fill)
+                    _move(fresh, fill)
+        self.accounts[address] = fresh
+        if old is None:
+            return None
+        drift = self._drift(address, old, fresh, snapshot_ms)
+        self.stats.polls += 1
+        if drift.coins:
+            self.stats.polls_with_drift += 1
+            self.stats.drift_usd += drift.usd
+        return drift
+
+    def _drift(self, address: str, old: Account, fresh: Account, snapshot_ms: int) -> Drift:
+        coins = set(old.positions) | set(fresh.positions)
+        drift = Drift(0, 0.0)
+        for coin in sorted(coins):
+            was = old.positions.get(coin)
+            now = fresh.positions.get(coin)
+            before = ZERO if was is None else was.szi
+            after = ZERO if now is None else now.szi
+            kind = change_kind(before, after)
+            if kind is None:
+                continue
+            price = next((p.entry_px for p in (now, was) if p is not None and p.entry_px), ZERO)
+            drift.coins += 1
+            drift.usd += float(abs(after - before) * price)
+            if self.on_change is not None:
+                self.on_change(
+                    PositionChange(
+                        address, coin, kind, before, after, price or None, snapshot_ms, "poll"
+                    )
+                )
+        return drift
+
+    # -- gaps ------------------------------------------------------------------------------------
+
+    def note_gap(self, coin: str, after_ms: int, before_ms: int) -> int:
+        """Trades of `coin` in (after_ms, before_ms] may be missing: every account polled before
+        `before_ms` holds an estimate of `coin` until its next poll. Returns how many."""
+        touched = 0
+        for account in self.accounts.values():
+            if account.snapshot_ms < before_ms:
+                account.uncertain.add(coin)
+                touched += 1
+        return touched
+
+    def exact_share(self) -> tuple[int, int]:
+        """(exact, all) open positions."""
+        exact = total = 0
+        for account in self.accounts.values():
+            for coin in account.positions:
+                total += 1
+                exact += account.exact(coin)
+        return exact, total
+
+
+def _move(account: Account, fill: Fill) -> tuple[Decimal, Decimal] | None:
+    """Apply one fill to `account`; (size before, size after) if the size changed."""
+    coin, signed_sz, px = fill.coin, fill.signed_sz, fill.px
+    position = account.positions.get(coin)
+    before = ZERO if position is None else position.szi
+    after = before + signed_sz
+    fee = abs(signed_sz) * px * (TAKER_FEE if fill.taker else MAKER_FEE)
+    flow = -signed_sz * px - fee  # what the fill does to raw USD
+    if position is None:
+        position = BookPosition(after, px)
+        account.positions[coin] = position
+    if position.leverage_type == "isolated" and position.raw_usd is not None:
+        position.raw_usd += flow
+        _move_isolated_margin(account, position, before, after, px)
+    else:
+        account.cross_raw_usd += flow
+    if after == 0:
+        del account.positions[coin]
+        return before, after
+    if before == 0 or (before > 0) != (after > 0):
+        position.entry_px = px  # an opening or a flip starts a new entry
+    elif abs(after) > abs(before) and position.entry_px is not None:
+        position.entry_px = (abs(before) * position.entry_px + abs(signed_sz) * px) / abs(after)
+    position.szi = after
+    return before, after
+
+
+def _move_isolated_margin(
+    account: Account, position: BookPosition, before: Decimal, after: Decimal, px: Decimal
+) -> None:
+    """An isolated position takes margin from the cross account when it grows and gives it back
+    when it shrinks; the amount is estimated at its leverage (polls correct it)."""
+    leverage = Decimal(position.leverage or 1)
+    moved = (abs(after) - abs(before)) * px / leverage
+    position.raw_usd = (position.raw_usd or ZERO) + moved
+    account.cross_raw_usd -= moved
+    account.cash_estimated = True

@@ -1,0 +1,187 @@
+"""The position book: fills move positions and cash exactly as the exchange does; polls reconcile
+and measure the drift; gaps make positions estimated until the next poll."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+from typing import Any
+
+from process.positions.book import MAKER_FEE, TAKER_FEE, PositionBook, PositionChange
+from validate import ClearinghouseState, Trade, parse_clearinghouse_state
+
+ALICE = "0x" + "a" * 40
+BOB = "0x" + "b" * 40
+CAROL = "0x" + "c" * 40
+T0 = 1_800_000_000_000
+
+
+def state(
+    time_ms: int, cash: str, positions: dict[str, tuple[str, str]], isolated: dict | None = None
+) -> ClearinghouseState:
+    """A clearinghouseState: `positions` coin -> (szi, entryPx), cross unless in `isolated`
+    (coin -> rawUsd)."""
+    isolated = isolated or {}
+    asset_positions: list[dict[str, Any]] = []
+    for coin, (szi, entry) in positions.items():
+        leverage: dict[str, Any] = {"type": "cross", "value": 10}
+        if coin in isolated:
+            leverage = {"type": "isolated", "value": 10, "rawUsd": isolated[coin]}
+        asset_positions.append(
+            {
+                "type": "oneWay",
+                "position": {
+                    "coin": coin,
+                    "szi": szi,
+                    "leverage": leverage,
+                    "entryPx": entry,
+                    "positionValue": "0.0",
+                    "unrealizedPnl": "0.0",
+                    "returnOnEquity": "0.0",
+                    "liquidationPx": None,
+                    "marginUsed": "0.0",
+                    "maxLeverage": 20,
+                },
+            }
+        )
+    summary = {
+        "accountValue": cash,
+        "totalNtlPos": "0.0",
+        "totalRawUsd": cash,
+        "totalMarginUsed": "0.0",
+    }
+    parsed, rejected = parse_clearinghouse_state(
+        {
+            "assetPositions": asset_positions,
+            "marginSummary": summary,
+            "crossMarginSummary": summary,
+            "crossMaintenanceMarginUsed": "0.0",
+            "withdrawable": cash,
+            "time": time_ms,
+        }
+    )
+    assert parsed is not None and not rejected
+    return parsed
+
+
+_tids = iter(range(1, 10**9))
+
+
+def trade(
+    buyer: str, seller: str, sz: str, px: str, at: int, taker: str = "buy", coin: str = "BTC"
+) -> Trade:
+    return Trade(
+        coin=coin,
+        side=taker,  # type: ignore[arg-type]
+        px=D(px),
+        sz=D(sz),
+        time_ms=at,
+        hash="0x" + "0" * 64,
+        tid=next(_tids),
+        buyer=buyer,
+        seller=seller,
+    )
+
+
+def book_with(*addresses: str) -> tuple[PositionBook, list[PositionChange]]:
+    changes: list[PositionChange] = []
+    book = PositionBook(on_change=changes.append)
+    for address in addresses:
+        assert book.reconcile(address, state(T0, "1000.0", {}), T0) is None
+    return book, changes
+
+
+def test_entry_increase_decrease_flip_and_close_follow_the_exchange_arithmetic() -> None:
+    book, changes = book_with(ALICE)
+    steps = [
+        # (buyer, seller, sz, px, taker side) -> Alice's (szi, entry) after
+        (ALICE, BOB, "2", "100", "buy", (D("2"), D("100"))),  # opens long, taker
+        (ALICE, BOB, "1", "130", "sell", (D("3"), D("110"))),  # increase: (2*100+1*130)/3, maker
+        (BOB, ALICE, "1", "150", "buy", (D("2"), D("110"))),  # decrease: entry unchanged
+        (BOB, ALICE, "5", "90", "sell", (D("-3"), D("90"))),  # flip: entry is the fill price
+        (ALICE, BOB, "3", "80", "buy", None),  # close
+    ]
+    cash = D("1000.0")
+    for i, (buyer, seller, sz, px, taker, expected) in enumerate(steps):
+        book.apply_trades([trade(buyer, seller, sz, px, T0 + 1 + i, taker)])
+        signed = D(sz) if buyer == ALICE else -D(sz)
+        alice_took = (taker == "buy") == (buyer == ALICE)
+        cash += -signed * D(px) - abs(signed) * D(px) * (TAKER_FEE if alice_took else MAKER_FEE)
+        position = book.positions_of(ALICE).get("BTC")
+        if expected is None:
+            assert position is None
+        else:
+            assert position is not None and (position.szi, position.entry_px) == expected
+        assert book.accounts[ALICE].cross_raw_usd == cash
+    assert [(c.kind, c.szi_before, c.szi_after, c.source) for c in changes] == [
+        ("entry", D(0), D(2), "trade"),
+        ("increase", D(2), D(3), "trade"),
+        ("decrease", D(3), D(2), "trade"),
+        ("flip", D(2), D(-3), "trade"),
+        ("exit", D(-3), D(0), "trade"),
+    ]
+    assert book.stats.trades_applied == 5  # Bob is not tracked: only Alice moved
+
+
+def test_a_trade_moves_both_tracked_parties_and_leaves_untracked_ones_alone() -> None:
+    book, _ = book_with(ALICE, BOB)
+    book.apply_trades(
+        [trade(ALICE, BOB, "0.5", "200", T0 + 5), trade(CAROL, BOB, "1", "200", T0 + 6)]
+    )
+    assert book.positions_of(ALICE)["BTC"].szi == D("0.5")
+    assert book.positions_of(BOB)["BTC"].szi == D("-1.5")
+    assert CAROL not in book
+
+
+def test_a_poll_keeps_the_fills_newer_than_its_snapshot_and_measures_no_drift_when_exact() -> None:
+    book, changes = book_with(ALICE)
+    book.apply_trades([trade(ALICE, BOB, "1", "100", T0 + 10)])  # in the next snapshot
+    book.apply_trades([trade(ALICE, BOB, "2", "120", T0 + 30)])  # newer than it
+    truth = state(
+        T0 + 20, str(D("1000.0") - D("100") - D("100") * TAKER_FEE), {"BTC": ("1", "100")}
+    )
+    drift = book.reconcile(ALICE, truth, T0 + 40)
+    assert drift is not None and drift.coins == 0 and drift.usd == 0
+    position = book.positions_of(ALICE)["BTC"]
+    assert (position.szi, position.entry_px) == (D(3), (D(100) + 2 * D(120)) / 3)
+    book.apply_trades([trade(ALICE, BOB, "5", "100", T0 + 15)])  # late, already in the snapshot
+    assert book.positions_of(ALICE)["BTC"].szi == D(3)
+    assert book.stats.late_skipped == 1
+    assert [c.source for c in changes] == ["trade", "trade"]
+    assert book.stats.polls == 1 and book.stats.polls_with_drift == 0
+
+
+def test_a_poll_that_finds_a_difference_counts_the_drift_and_reports_the_change() -> None:
+    book, changes = book_with(ALICE)
+    book.apply_trades([trade(ALICE, BOB, "1", "100", T0 + 10)])
+    truth = state(T0 + 20, "900.0", {"BTC": ("1.5", "100"), "ETH": ("-2", "50")})  # missed fills
+    drift = book.reconcile(ALICE, truth, T0 + 20)
+    assert drift is not None and drift.coins == 2
+    assert drift.usd == float(D("0.5") * 100 + 2 * 50)
+    assert [(c.coin, c.kind, c.szi_before, c.szi_after, c.source) for c in changes[1:]] == [
+        ("BTC", "increase", D(1), D("1.5"), "poll"),
+        ("ETH", "entry", D(0), D(-2), "poll"),
+    ]
+    assert book.stats.polls_with_drift == 1
+
+
+def test_a_gap_makes_the_coin_estimated_until_the_next_poll() -> None:
+    book, _ = book_with(ALICE, BOB)
+    book.apply_trades([trade(ALICE, BOB, "1", "100", T0 + 10)])
+    assert book.exact_share() == (2, 2)
+    assert book.note_gap("BTC", T0 + 20, T0 + 50) == 2
+    assert not book.accounts[ALICE].exact("BTC") and book.accounts[ALICE].exact("ETH")
+    assert book.exact_share() == (0, 2)
+    book.reconcile(ALICE, state(T0 + 60, "900.0", {"BTC": ("1", "100")}), T0 + 60)
+    assert book.accounts[ALICE].exact("BTC") and book.exact_share() == (1, 2)
+
+
+def test_an_isolated_position_moves_its_own_margin() -> None:
+    book, _ = book_with()
+    book.reconcile(ALICE, state(T0, "1000.0", {"ETH": ("1", "100")}, {"ETH": "-90.0"}), T0)
+    book.apply_trades([trade(ALICE, BOB, "1", "100", T0 + 1, "sell", coin="ETH")])  # maker buy
+    position = book.positions_of(ALICE)["ETH"]
+    fee = D(100) * MAKER_FEE
+    margin = D(100) / 10  # the added notional at leverage 10 comes from the cross account
+    assert position.raw_usd == D("-90.0") - D(100) - fee + margin
+    assert book.accounts[ALICE].cross_raw_usd == D("1000.0") - margin
+    assert book.accounts[ALICE].cash_estimated

@@ -24,9 +24,8 @@ Two modes (`run(mode=...)`); both read VmHWM from /proc/<pid>/status of a fresh 
   fast as the collector reads), so the writer's backlog (`max_pending_points`) counts too.
 
 With `positions_projection`, the in-process child afterwards stores a parsed position snapshot
-for every known address in `PositionsJob.latest`, as months of polling would (each poll keeps
-what the market-liquidation inference reads of the address's open positions,
-`process.jobs.liq_views`), and reports the resident memory that adds.
+for every known address in the position book (`PositionBook.reconcile`), as months of polling
+would, and reports the resident memory that adds.
 
 `python -m bench.memory [--mode subprocess] [--trades N] [--addresses N]` prints the figures.
 """
@@ -171,7 +170,6 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
 def _fill_latest(positions: Any, addresses: list[str], rss: Any) -> dict[str, Any]:
     """Every address polled once: 1-4 open positions each (the simulator's population), parsed
     from the recorded `clearinghouseState` fixture and kept as `PositionsJob._poll` keeps them."""
-    from process.jobs import liq_views
     from validate import parse_clearinghouse_state
 
     fixture = json.loads(
@@ -183,10 +181,8 @@ def _fill_latest(positions: Any, addresses: list[str], rss: Any) -> dict[str, An
         body = dict(fixture, assetPositions=held[: 1 + i % min(4, len(held))])
         state, _ = parse_clearinghouse_state(json.dumps(body))
         assert state is not None
-        reachable = liq_views(state.positions)
-        if reachable:
-            positions.latest[who] = reachable
-        kept += len(reachable)
+        positions.book.reconcile(who, state, 0)
+        kept += len(state.positions)
     after = rss()
     return {
         "addresses": len(addresses),

@@ -32,10 +32,11 @@ from process.jobs import PositionsJob, TradeSink
 from process.liquidations import LiquidationDetector
 from process.points import PointBuilder
 from process.poll_scheduler import PollScheduler
+from process.positions.book import PositionBook
 from process.registry import AddressRegistry
 from process.shard import Shard
 from process.storage_ports import PointSink
-from validate import parse_ws_message
+from validate import Trade, parse_ws_message
 
 
 class CountingSink:
@@ -61,8 +62,15 @@ def wire(
         PollScheduler(rate_per_min=378.0),  # the default positions share of the budget
         Shard.parse("0/1"),
     )
-    detector = LiquidationDetector(frozenset({LIQUIDATOR}), positions.positions_of)
-    sink = TradeSink(builder, writer, detector, discover=positions.discover)
+    book = PositionBook()
+    positions.book = book
+    detector = LiquidationDetector(frozenset({LIQUIDATOR}), book.views)
+
+    def traded(trades: list[Trade], time_ms: int) -> None:  # as Collector._traded
+        book.apply_trades(trades)
+        positions.discover(trades, time_ms)
+
+    sink = TradeSink(builder, writer, detector, discover=traded)
     stream = MarketStream("ws://127.0.0.1:1/ws", [c for c, _, _ in COINS], on_trades=sink)
     return stream, builder, positions
 

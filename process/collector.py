@@ -154,7 +154,7 @@ class Collector:
             batch=max(1, math.ceil(sources.rest_polls_per_minute / 60)) + 1,
             book=self.book,
         )
-        self.detector = LiquidationDetector(sources.liquidators, self.positions.positions_of)
+        self.detector = LiquidationDetector(sources.liquidators, self.book.views)
         writer = self.writer
         self.state = StreamState(
             settings.data_dir / STREAM_STATE_FILE,
@@ -169,7 +169,7 @@ class Collector:
             handed_over=self._handed_over,
             store=self.market_data,
         )
-        self.asset_ctx = AssetCtxJob(sources.info, self.builder, self.writer)
+        self.asset_ctx = AssetCtxJob(sources.info, self.builder, self.writer, self.book)
         self.hlp = HlpJob(sources.hlp_info, self.builder, self.writer, lambda: sources.vaults)
         self.order_flow: OrderFlowEngine | None = None
         self._last_trades: dict[str, int] = {}

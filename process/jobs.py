@@ -13,12 +13,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from process.liquidations import LiquidationDetector
 from process.points import GapRecord, PointBuilder
 from process.poll_scheduler import PollScheduler
 from process.positions.book import PositionBook
+from process.positions.margin import rules_from_meta
 from process.registry import AddressRegistry, summarize
 from process.shard import Shard
 from process.storage_ports import PointSink
@@ -43,13 +44,6 @@ class MarketSource(Protocol):
 
 class CoinFollower(Protocol):
     async def update_coins(self, coins: Iterable[str]) -> None: ...
-
-
-class LiqView(NamedTuple):
-    """A tracked position as the market-liquidation inference sees it."""
-
-    szi: Decimal
-    liquidation_px: Decimal | None
 
 
 @dataclass
@@ -115,6 +109,7 @@ class AssetCtxJob:
     source: MarketSource
     builder: PointBuilder
     writer: PointSink
+    book: PositionBook | None = None  # gets the marks and margin rules of every poll
     marks: dict[str, float] = field(default_factory=dict)
     listed: list[str] = field(default_factory=list)
 
@@ -123,6 +118,8 @@ class AssetCtxJob:
         self.writer.write(self.builder.asset_ctxs(ctxs, now_ms()))
         self.marks = {c.coin: float(c.mark_px) for c in ctxs}
         self.listed = [a.name for a in meta.universe if not a.is_delisted]
+        if self.book is not None:
+            self.book.set_market({c.coin: c.mark_px for c in ctxs}, rules_from_meta(meta))
 
 
 @dataclass
@@ -187,9 +184,8 @@ class HlpJob:
 class PositionsJob:
     """Polls the addresses the scheduler picks, under its share of the REST budget.
 
-    Each address is written as soon as its answer arrives (partial results are kept); a failing
-    address backs off. `latest` keeps each tracked address's open positions that have a
-    liquidation price, for the market liquidation inference.
+    Each address is written as soon as its answer arrives (partial results are kept) and
+    reconciled in the position book; a failing address backs off.
     """
 
     source: MarketSource
@@ -203,7 +199,6 @@ class PositionsJob:
     book: PositionBook | None = None  # reconciled with every poll
     polls: int = 0
     failures: int = 0
-    latest: dict[str, dict[str, LiqView]] = field(default_factory=dict)
 
     def restore(self) -> None:
         """Schedule every address the registry kept from earlier runs."""
@@ -241,13 +236,9 @@ class PositionsJob:
         gone = self.registry.expire_addresses(now_ms(), inactive_ms)
         for address in gone:
             self.scheduler.discard(address)
-            self.latest.pop(address, None)
             if self.book is not None:
                 self.book.forget(address)
         return len(gone)
-
-    def positions_of(self, address: str) -> Mapping[str, LiqView]:
-        return self.latest.get(address, {})
 
     async def __call__(self) -> None:
         addresses = self.scheduler.next_batch(now_ms(), self.batch)
@@ -278,26 +269,10 @@ class PositionsJob:
             positions=summary.positions,
         )
         self.scheduler.note_polled(address, polled, summary.notional_usd, summary.min_liq_distance)
-        reachable = liq_views(state.positions)
-        if reachable:
-            self.latest[address] = reachable
-        else:
-            self.latest.pop(address, None)
         self.polls += 1
         lines = self.builder.positions(address, state, polled, closed=closed)
         if lines:
             self.writer.write(lines)
-
-
-def liq_views(positions: Iterable[Position]) -> dict[str, LiqView]:
-    """coin -> what the market-liquidation inference reads of each open position that has a
-    liquidation price: a whole Position per address would cost ~1 kB each, hundreds of MB at
-    200k tracked addresses."""
-    return {
-        p.coin: LiqView(p.szi, p.liquidation_px)
-        for p in positions
-        if p.szi != 0 and p.liquidation_px is not None
-    }
 
 
 def _held(positions: Iterable[Position]) -> set[tuple[str, str]]:

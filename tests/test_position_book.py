@@ -3,10 +3,12 @@ and measure the drift; gaps make positions estimated until the next poll."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal as D
 from typing import Any
 
 from process.positions.book import MAKER_FEE, TAKER_FEE, PositionBook, PositionChange
+from process.positions.margin import MarginRule
 from validate import ClearinghouseState, Trade, parse_clearinghouse_state
 
 ALICE = "0x" + "a" * 40
@@ -185,3 +187,20 @@ def test_an_isolated_position_moves_its_own_margin() -> None:
     assert position.raw_usd == D("-90.0") - D(100) - fee + margin
     assert book.accounts[ALICE].cross_raw_usd == D("1000.0") - margin
     assert book.accounts[ALICE].cash_estimated
+
+
+def test_liquidation_prices_follow_fills_and_marks_with_the_served_price_before_any_mark() -> None:
+    book, _ = book_with()
+    truth = state(T0, "-9000.0", {"BTC": ("1", "10000")})  # long 1 BTC on 1,000 USDC of equity
+    truth = replace(truth, positions=(replace(truth.positions[0], liquidation_px=D("9100")),))
+    book.reconcile(ALICE, truth, T0)
+    assert book.views(ALICE)["BTC"].liquidation_px == D("9100")  # no marks yet: as served
+    rules = {"BTC": MarginRule.flat(20)}  # maintenance 1/40 of the notional
+    book.set_market({"BTC": D("10000")}, rules)
+    # equity = -9000 + p, maintenance = p / 40: liquidated at p = 9000 / (1 - 1/40)
+    assert book.views(ALICE)["BTC"].liquidation_px == D(9000) / (1 - D(1) / 40)
+    book.apply_trades([trade(ALICE, BOB, "1", "10000", T0 + 1, "sell")])  # doubles up, maker
+    view = book.views(ALICE)["BTC"]
+    cash = book.accounts[ALICE].cross_raw_usd
+    assert view.szi == D(2) and view.liquidation_px == -cash / (2 * (1 - D(1) / 40))
+    assert book.views(BOB) == {}

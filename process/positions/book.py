@@ -24,6 +24,11 @@ until its next poll); otherwise *estimated*.
 
 Every change of a position's size is a `PositionChange` (entry, exit, flip, increase,
 decrease; from a trade or found by a poll), handed to `on_change`.
+
+Liquidation prices come from the margin formula (`process.positions.margin`) over the book's
+positions and cash at the latest marks (`set_market`, from every asset-context poll), computed
+when asked (`views`, for the market-liquidation inference); before the first marks, the price
+the last poll served.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal, NamedTuple
 
+from process.positions.margin import MarginRule, account_margin
 from validate import ClearinghouseState, Trade
 
 ZERO = Decimal(0)
@@ -82,10 +88,7 @@ class BookPosition:
     leverage: int | None = None
     raw_usd: Decimal | None = None
     max_leverage: int | None = None
-
-    @property
-    def coin_side(self) -> str:
-        return "long" if self.szi > 0 else "short"
+    served_liq_px: Decimal | None = None  # what the last poll served (None after a fill)
 
 
 class Fill(NamedTuple):
@@ -135,6 +138,32 @@ class PositionBook:
         self.accounts: dict[str, Account] = {}
         self.on_change = on_change
         self.stats = BookStats()
+        self.marks: Mapping[str, Decimal] = {}
+        self.rules: Mapping[str, MarginRule] = {}
+
+    def set_market(self, marks: Mapping[str, Decimal], rules: Mapping[str, MarginRule]) -> None:
+        """The latest mark prices and margin rules (every asset-context poll)."""
+        self.marks, self.rules = marks, rules
+
+    def views(self, address: str) -> Mapping[str, LiquidationView]:
+        """The account's open positions as the liquidation inference reads them: the size now,
+        the liquidation price computed only if asked for."""
+        account = self.accounts.get(address)
+        if account is None or not account.positions:
+            return {}
+        return {coin: LiquidationView(self, account, coin) for coin in account.positions}
+
+    def liquidation_prices(self, account: Account) -> dict[str, Decimal | None]:
+        """Per open position, the liquidation price at the latest marks (the margin formula);
+        the served one where a mark or rule is missing."""
+        positions = account.positions
+        try:
+            margin = account_margin(
+                positions_for_margin(positions), account.cross_raw_usd, self.marks, self.rules
+            )
+        except (KeyError, ValueError):
+            return {coin: p.served_liq_px for coin, p in positions.items()}
+        return {p.coin: p.liquidation_px for p in margin.positions}
 
     def __contains__(self, address: object) -> bool:
         return address in self.accounts
@@ -206,7 +235,13 @@ class PositionBook:
         fresh = Account(
             positions={
                 p.coin: BookPosition(
-                    p.szi, p.entry_px, p.leverage_type, p.leverage, p.raw_usd, p.max_leverage
+                    p.szi,
+                    p.entry_px,
+                    p.leverage_type,
+                    p.leverage,
+                    p.raw_usd,
+                    p.max_leverage,
+                    p.liquidation_px,
                 )
                 for p in state.positions
                 if p.szi != 0
@@ -274,6 +309,34 @@ class PositionBook:
         return exact, total
 
 
+class LiquidationView:
+    """`process.liquidations.PositionView` of one position in the book."""
+
+    __slots__ = ("_account", "_book", "coin")
+
+    def __init__(self, book: PositionBook, account: Account, coin: str) -> None:
+        self._book, self._account, self.coin = book, account, coin
+
+    @property
+    def szi(self) -> Decimal:
+        return self._account.positions[self.coin].szi
+
+    @property
+    def liquidation_px(self) -> Decimal | None:
+        return self._book.liquidation_prices(self._account).get(self.coin)
+
+
+class _MarginInput(NamedTuple):
+    coin: str
+    szi: Decimal
+    leverage_type: str
+    raw_usd: Decimal | None
+
+
+def positions_for_margin(positions: Mapping[str, BookPosition]) -> list[_MarginInput]:
+    return [_MarginInput(c, p.szi, p.leverage_type, p.raw_usd) for c, p in positions.items()]
+
+
 def _move(account: Account, fill: Fill) -> tuple[Decimal, Decimal] | None:
     """Apply one fill to `account`; (size before, size after) if the size changed."""
     coin, signed_sz, px = fill.coin, fill.signed_sz, fill.px
@@ -285,6 +348,7 @@ def _move(account: Account, fill: Fill) -> tuple[Decimal, Decimal] | None:
     if position is None:
         position = BookPosition(after, px)
         account.positions[coin] = position
+    position.served_liq_px = None  # the served price no longer holds
     if position.leverage_type == "isolated" and position.raw_usd is not None:
         position.raw_usd += flow
         _move_isolated_margin(account, position, before, after, px)

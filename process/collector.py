@@ -43,6 +43,7 @@ from process.liquidations import LiquidationDetector
 from process.points import GapRecord, PointBuilder
 from process.poll_scheduler import PollScheduler
 from process.positions.book import PositionBook, PositionChange
+from process.positions.updates import PositionUpdates
 from process.registry import AddressRegistry
 from process.scheduling import JobRunner
 from process.shard import Shard
@@ -143,6 +144,12 @@ class Collector:
         self.registry = AddressRegistry(settings.data_dir / "addresses.sqlite")
         self.book = PositionBook(on_change=self._position_changed)
         self.position_changes = 0
+        self.position_updates = PositionUpdates(
+            self.book,
+            self.builder,
+            self.writer,
+            min_interval_ms=round(settings.jobs_position_update_interval * 1000),
+        )
         self.positions = PositionsJob(
             sources.positions_info,
             self.builder,
@@ -220,6 +227,7 @@ class Collector:
             runner.add("asset_ctx", self.asset_ctx, self.settings.jobs_asset_ctx_interval)
             runner.add("hlp", self.hlp, self.settings.jobs_hlp_interval)
         runner.add("positions", self.positions, 1.0)
+        runner.add("position_updates", self.position_updates, 1.0, start_now=False)
         runner.add("registry_flush", self._flush_registry, REGISTRY_FLUSH_EVERY, start_now=False)
         runner.add("state_flush", self._flush_state, STATE_FLUSH_EVERY, start_now=False)
         runner.add("expire", self._expire, EXPIRE_EVERY)
@@ -340,6 +348,7 @@ class Collector:
 
     def _position_changed(self, change: PositionChange) -> None:
         self.position_changes += 1
+        self.position_updates.changed(change)
         line = self.builder.position_change(change)
         if line is not None:
             self.writer.write([line])
@@ -433,6 +442,12 @@ class Collector:
                 book.stats.drift_usd,
             ),
             Sample("position_changes_total", "counter", "position changes", self.position_changes),
+            Sample(
+                "position_updates_total",
+                "counter",
+                "positions points written from the book between polls",
+                self.position_updates.points,
+            ),
             Sample("quarantined_total", "counter", "records failing validation", quarantined),
             Sample(
                 "hl_reachable",

@@ -66,6 +66,23 @@ _HLP_EQUITY = HLP_EQUITY.name
 _TRADE_GAPS = TRADE_GAPS.name
 
 
+class PositionValues(Protocol):
+    """A position's figures at the latest mark (`process.positions.updates`)."""
+
+    @property
+    def szi(self) -> Decimal: ...
+    @property
+    def size_usd(self) -> Decimal: ...
+    @property
+    def entry_px(self) -> Decimal | None: ...
+    @property
+    def liq_px(self) -> Decimal | None: ...
+    @property
+    def leverage(self) -> Decimal | None: ...
+    @property
+    def unrealized_pnl(self) -> Decimal: ...
+
+
 class PositionChangeRecord(Protocol):
     """A change of a tracked position's size (`process.positions.book.PositionChange`)."""
 
@@ -244,6 +261,40 @@ class PointBuilder:
             except ValueError as error:
                 self._skip((coin, side) if p is None else p, error)
         return lines
+
+    def position_now(
+        self,
+        address: str,
+        coin: str,
+        side: str,
+        values: PositionValues | None,
+        time_ms: int,
+    ) -> str | None:
+        """A `positions` point of one position as the book holds it between polls (`values`),
+        or its closing point (None: szi 0, as a poll writes it)."""
+        if values is None:
+            fields: dict[str, object] = {
+                "address": address,
+                "szi": 0.0,
+                "size_usd": 0.0,
+                "unrealized_pnl": 0.0,
+            }
+        else:
+            fields = {
+                "address": address,
+                "szi": float(values.szi),
+                "size_usd": float(values.size_usd),
+                "entry_px": _opt(values.entry_px),
+                "liq_px": _opt(values.liq_px),
+                "leverage": _opt(values.leverage),
+                "unrealized_pnl": float(values.unrealized_pnl),
+            }
+        try:
+            time_ns = self.allocator.allocate((_POSITIONS, coin, side), time_ms, address)
+            return encode_point(_POSITIONS, {"coin": coin, "side": side}, fields, time_ns)
+        except ValueError as error:
+            self._skip((address, coin, side), error)
+            return None
 
     def position_change(self, change: PositionChangeRecord) -> str | None:
         """The `position_changes` point of one change (None if it cannot be stored)."""

@@ -141,13 +141,16 @@ class LiquidationDetector:
         position = held.get(trade.coin)
         if position is None:
             return None
+        szi = position.szi
+        long_cut = szi > 0 and trade.side == "sell"
+        if not long_cut and not (szi < 0 and trade.side == "buy"):
+            return None  # the taker adds to its position: no liquidation price needed
         liq_px = position.liquidation_px
         if liq_px is None:
             return None
-        szi = position.szi
-        if szi > 0 and trade.side == "sell" and trade.px <= liq_px * self._long_factor:
+        if long_cut and trade.px <= liq_px * self._long_factor:
             return _event(trade, "long", "market", taker)
-        if szi < 0 and trade.side == "buy" and trade.px >= liq_px * self._short_factor:
+        if not long_cut and trade.px >= liq_px * self._short_factor:
             return _event(trade, "short", "market", taker)
         return None
 

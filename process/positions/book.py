@@ -15,7 +15,7 @@ of the account moves it exactly as the exchange does:
 
 Polls reconcile (`reconcile`): the snapshot carries the exchange's `time`; trades at or before it
 are in it, newer ones already applied are applied again on top of it (replays and backfills
-arrive late and out of order; the book keeps each account's fills since its last snapshot).
+arrive late and out of order; the book keeps each account's fills of the last 90 s).
 Every reconcile measures the drift: what the book held against what the exchange served.
 
 Exactness: a position is *exact* when reconciled by a poll and moved only by trades seen since,
@@ -33,7 +33,8 @@ the last poll served.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal, NamedTuple
@@ -44,9 +45,13 @@ from validate import ClearinghouseState, Trade
 ZERO = Decimal(0)
 TAKER_FEE = Decimal("0.00045")
 MAKER_FEE = Decimal("0.00015")
+FILL_MEMORY_MS = 90_000
+"""Fills are kept this long (exchange time) to be applied again over a newer snapshot: a poll's
+snapshot is taken after its request left, and a request gives up within a minute (timeouts and
+retries), so an older fill is in any snapshot still to come."""
 MAX_FILLS_KEPT = 2000
-"""Fills kept per account between polls (to replay over a newer snapshot); past this the
-account is estimated until its next poll."""
+"""At most this many within that time per account; past it the account is estimated until its
+next poll."""
 
 ChangeKind = Literal["entry", "exit", "flip", "increase", "decrease"]
 Source = Literal["trade", "poll"]
@@ -107,7 +112,7 @@ class Account:
     positions: dict[str, BookPosition]
     cross_raw_usd: Decimal
     snapshot_ms: int  # exchange time of the last snapshot: trades at or before it are in it
-    fills: list[Fill] = field(default_factory=list)  # applied since the snapshot
+    fills: deque[Fill] = field(default_factory=deque)  # applied in the last FILL_MEMORY_MS
     uncertain: set[str] = field(default_factory=set)  # coins a recorded gap may have moved
     overflowed: bool = False  # more fills than kept: estimated until the next poll
     cash_estimated: bool = False  # isolated margin moved at an estimated leverage
@@ -147,23 +152,25 @@ class PositionBook:
 
     def views(self, address: str) -> Mapping[str, LiquidationView]:
         """The account's open positions as the liquidation inference reads them: the size now,
-        the liquidation price computed only if asked for."""
+        the liquidation price computed only if asked for (on the trade path: cheap)."""
         account = self.accounts.get(address)
         if account is None or not account.positions:
-            return {}
-        return {coin: LiquidationView(self, account, coin) for coin in account.positions}
+            return _NO_VIEWS
+        return _Views(self, account)
 
     def liquidation_prices(self, account: Account) -> dict[str, Decimal | None]:
         """Per open position, the liquidation price at the latest marks (the margin formula);
         the served one where a mark or rule is missing."""
-        positions = account.positions
-        try:
-            margin = account_margin(
-                positions_for_margin(positions), account.cross_raw_usd, self.marks, self.rules
-            )
-        except (KeyError, ValueError):
-            return {coin: p.served_liq_px for coin, p in positions.items()}
-        return {p.coin: p.liquidation_px for p in margin.positions}
+        positions, marks, rules = account.positions, self.marks, self.rules
+        if all(coin in marks and coin in rules for coin in positions):
+            try:
+                margin = account_margin(
+                    positions_for_margin(positions), account.cross_raw_usd, marks, rules
+                )
+                return {p.coin: p.liquidation_px for p in margin.positions}
+            except ValueError:  # an isolated position whose margin the poll did not give
+                pass
+        return {coin: p.served_liq_px for coin, p in positions.items()}
 
     def __contains__(self, address: object) -> bool:
         return address in self.accounts
@@ -202,8 +209,12 @@ class PositionBook:
             self.stats.late_skipped += 1  # the snapshot already holds it
             return
         fill = Fill(trade.time_ms, trade.coin, signed_sz, trade.px, taker, trade.tid)
-        if len(account.fills) < MAX_FILLS_KEPT:
-            account.fills.append(fill)
+        fills = account.fills
+        forget_before = fill.time_ms - FILL_MEMORY_MS
+        while fills and fills[0].time_ms < forget_before:
+            fills.popleft()
+        if len(fills) < MAX_FILLS_KEPT:
+            fills.append(fill)
         else:
             account.overflowed = True
         self.stats.trades_applied += 1
@@ -326,6 +337,29 @@ class LiquidationView:
         return self._book.liquidation_prices(self._account).get(self.coin)
 
 
+class _Views(Mapping[str, LiquidationView]):
+    """An account's positions as `LiquidationView`s, made only for the coin asked for."""
+
+    __slots__ = ("_account", "_book")
+
+    def __init__(self, book: PositionBook, account: Account) -> None:
+        self._book, self._account = book, account
+
+    def __getitem__(self, coin: str) -> LiquidationView:
+        if coin not in self._account.positions:
+            raise KeyError(coin)
+        return LiquidationView(self._book, self._account, coin)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._account.positions)
+
+    def __len__(self) -> int:
+        return len(self._account.positions)
+
+
+_NO_VIEWS: Mapping[str, LiquidationView] = {}
+
+
 class _MarginInput(NamedTuple):
     coin: str
     szi: Decimal
@@ -343,8 +377,8 @@ def _move(account: Account, fill: Fill) -> tuple[Decimal, Decimal] | None:
     position = account.positions.get(coin)
     before = ZERO if position is None else position.szi
     after = before + signed_sz
-    fee = abs(signed_sz) * px * (TAKER_FEE if fill.taker else MAKER_FEE)
-    flow = -signed_sz * px - fee  # what the fill does to raw USD
+    notional = signed_sz * px
+    flow = -notional - abs(notional) * (TAKER_FEE if fill.taker else MAKER_FEE)  # to raw USD
     if position is None:
         position = BookPosition(after, px)
         account.positions[coin] = position
@@ -360,7 +394,8 @@ def _move(account: Account, fill: Fill) -> tuple[Decimal, Decimal] | None:
     if before == 0 or (before > 0) != (after > 0):
         position.entry_px = px  # an opening or a flip starts a new entry
     elif abs(after) > abs(before) and position.entry_px is not None:
-        position.entry_px = (abs(before) * position.entry_px + abs(signed_sz) * px) / abs(after)
+        cost = abs(before) * position.entry_px + abs(signed_sz) * px
+        position.entry_px = cost / abs(after)
     position.szi = after
     return before, after
 

@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from decimal import Decimal
 from pathlib import Path
 
@@ -140,9 +140,8 @@ async def test_a_minute_of_trouble_loses_nothing_and_doubles_nothing(
     assert len(rows) == sim.ledger.trade_count()
 
     # backstop liquidations exact, side from the vault's side of the trade. (Market ones are
-    # inferred from polled liquidation prices; in this simulator ordinary fills never move a
-    # position, so an account can trade past its liquidation price without being liquidated,
-    # which the exchange would not allow: such inferences are not compared here.)
+    # inferred from the book's liquidation prices, which deposits the public tape does not show
+    # can make wrong until the next poll: not compared here; see the position book issue.)
     liquidations = influxql(
         url,
         'SELECT "tid", "coin", "side", "method" FROM "liquidations" '
@@ -163,7 +162,8 @@ async def test_a_minute_of_trouble_loses_nothing_and_doubles_nothing(
         )
         assert mine == theirs
 
-    # positions: every point is a position the simulator served for that address
+    # positions: every point is a position the simulator served for that address, or (written
+    # from the position book between polls) its size after a recorded fill by then
     position_rows = influxql(
         url, 'SELECT "address", "szi", "entry_px", "coin", "side" FROM "positions"', "hyperliquid"
     )
@@ -172,11 +172,20 @@ async def test_a_minute_of_trouble_loses_nothing_and_doubles_nothing(
         for p in sim.ledger.positions
         for pos in p.positions
     }
+    held: dict[tuple[str, str], set[tuple[int, Decimal]]] = defaultdict(set)
+    for change in sim.ledger.position_changes():
+        held[(change.address, change.coin)].add((change.time, Decimal(repr(change.szi_after))))
+
+    def real(row: dict) -> bool:
+        szi = Decimal(str(row["szi"]))
+        return (row["address"], row["coin"], szi) in served_positions or any(
+            t <= row["time"] // 1_000_000 and s == szi
+            for t, s in held[(row["address"], row["coin"])]
+        )
+
     open_points = [r for r in position_rows if r["szi"] != 0]
     assert open_points
-    assert all(
-        (r["address"], r["coin"], Decimal(str(r["szi"]))) in served_positions for r in open_points
-    )
+    assert all(real(r) for r in open_points)
     assert not {r["address"] for r in position_rows} & VAULTS
 
     # HLP vaults: positions and equity of the parent and every child, as served

@@ -78,7 +78,8 @@ class SimConfig:
     max_ws_messages_per_minute: int = 2000  # per IP, client->server
     max_outbox_frames: int = 20000  # a socket this far behind is dropped as a slow consumer
     ledger_max_trades: int | None = None  # keep at most this many trade records (counts stay exact)
-    ledger_max_records: int | None = None  # same for positions/ctx polls/errors served
+    ledger_max_records: int | None = None  # same for positions/ctx polls/errors served, and
+    # for position changes (trades settled) and transfers
 
     @property
     def active_coins(self) -> list[CoinSpec]:

@@ -1,20 +1,16 @@
-"""Per-account fills behind userFills: cheap references per trade, fill objects built on request."""
+"""Per-account fills behind userFills: cheap references per trade, fill objects built on request.
+
+The position before the fill and the fee come from the bookkeeping (`Population.fill`), so a
+fill's startPosition, closedPnl and fee are what moved the account."""
 
 from __future__ import annotations
 
 from collections import deque
 from typing import Any
 
-from .config import LIQUIDATOR_VAULTS
-from .ledger import Row
+from .ledger import Deal
 from .population import Population
 from .wire import fmt
-
-TAKER_FEE = 0.00045
-MAKER_FEE = 0.00015
-
-# (trade row, is_buyer, crossed, start_szi, entry_px, liquidation object or None, dir override)
-FillRef = tuple[Row, bool, bool, float, float, dict[str, str] | None, str | None]
 
 
 def direction(start: float, signed: float) -> str:
@@ -29,30 +25,19 @@ def direction(start: float, signed: float) -> str:
 
 
 class Fills:
-    """Newest `max_fills` fills per address (positions are not moved by ordinary fills)."""
+    """Newest `max_fills` fills per address."""
 
     def __init__(self, population: Population, max_fills: int) -> None:
         self.population = population
-        self.accounts = population.accounts
         self.max_fills = max_fills
-        self.by_user: dict[str, deque[FillRef]] = {}
+        self.by_user: dict[str, deque[Deal]] = {}
 
-    def add(
-        self,
-        user: str,
-        trade: Row,
-        is_buyer: bool,
-        crossed: bool,
-        liquidation: dict[str, str] | None = None,
-        dir_override: str | None = None,
-    ) -> None:
-        acct = self.accounts.get(user)  # the position before the fill (startPosition, PnL)
-        pos = acct.positions.get(trade[0]) if acct is not None else None
-        start, entry = (pos.szi, pos.entry_px) if pos is not None else (0.0, 0.0)
+    def of(self, user: str) -> deque[Deal]:
+        """The fills deque of `user`, created empty if it has none."""
         fills = self.by_user.get(user)
         if fills is None:
             fills = self.by_user[user] = deque(maxlen=self.max_fills)
-        fills.append((trade, is_buyer, crossed, start, entry, liquidation, dir_override))
+        return fills
 
     def user_fills(
         self, user: str, start: int | None = None, end: int | None = None
@@ -64,16 +49,18 @@ class Fills:
         last = end if end is not None else 2**63
         return [self._fill(user, ref) for ref in refs if start <= ref[0][1] <= last]
 
-    def _fill(self, user: str, ref: FillRef) -> dict[str, Any]:
-        (coin, time, tid, _, px_s, sz_s, _, _, hash_), is_buyer, crossed = ref[:3]
-        start, entry, liquidation, dir_override = ref[3:]
+    def _fill(self, user: str, ref: Deal) -> dict[str, Any]:
+        (coin, time, tid, _, px_s, sz_s, buyer, _, hash_), buyer_took = ref[0], ref[1]
+        is_buyer = user == buyer
+        crossed = buyer_took is is_buyer
+        start, entry, _, _, _, fee = ref[2] if is_buyer else ref[3]
+        liquidation, labels = ref[4], ref[5]
+        dir_override = None if labels is None else labels[0 if is_buyer else 1]
         cs = self.population.market.coins[coin]
         px, sz = float(px_s), float(sz_s)
         signed = sz if is_buyer else -sz
         closing = min(abs(start), sz) if start and (start > 0) != (signed > 0) else 0.0
         pnl = closing * (px - entry) * (1 if start > 0 else -1)
-        backstop_vault = liquidation is not None and user in LIQUIDATOR_VAULTS
-        fee = 0.0 if backstop_vault else px * sz * (TAKER_FEE if crossed else MAKER_FEE)
         fill: dict[str, Any] = {
             "coin": coin,
             "px": px_s,

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 Row = tuple[str, int, int, str, str, str, str, str, str]  # TradeRecord's fields as a plain tuple
+# What one party's position did in a fill: (szi before, entry before (0.0 when flat), szi
+# after, entry after (None when flat), kind, fee)
+Move = tuple[float, float, float, float | None, str, float]
+# One trade as settled, kept once and shared by the ledger's position changes and both parties'
+# userFills: (trade row, buyer took, buyer's Move, seller's Move, liquidation object or None,
+# (buyer's, seller's) fill `dir` overrides or None)
+Deal = tuple[Row, bool, Move, Move, dict[str, str] | None, tuple[str | None, str | None] | None]
 
 
 def row_of(t: dict[str, Any]) -> Row:
@@ -62,6 +70,53 @@ class LiquidationRecord(NamedTuple):
     hash: str
 
 
+class PositionChange(NamedTuple):
+    """One change of one account's position: every fill makes one per party.
+
+    Sizes are signed base units (floats rounded to the coin's szDecimals), prices floats;
+    `entry_*` is None while flat. `kind`: entry (from flat), exit (to flat), flip (through
+    flat), increase or decrease. `source`: the trade's (coin, time, tid), or "liquidation" for
+    the fills of a liquidation trade (the trade is still (coin, time, tid))."""
+
+    time: int
+    address: str
+    coin: str
+    tid: int
+    szi_before: float
+    szi_after: float
+    entry_before: float | None
+    entry_after: float | None
+    px: float
+    kind: str
+    source: tuple[str, int, int] | str
+
+    @property
+    def trade_key(self) -> tuple[str, int, int]:
+        return self.coin, self.time, self.tid
+
+    @property
+    def signed_sz(self) -> float:
+        return self.szi_after - self.szi_before
+
+
+class Holding(NamedTuple):
+    """A position as of some time: signed size (0.0 when flat) and entry price (None when flat)."""
+
+    szi: float
+    entry_px: float | None
+
+
+class Transfer(NamedTuple):
+    """Cash that moved without a fill: a deposit (usd > 0) or withdrawal into the cross account
+    (`coin` None) or the isolated margin of the position in `coin`."""
+
+    time: int
+    address: str
+    coin: str | None
+    usd: float
+    reason: str
+
+
 class CtxPoll(NamedTuple):
     time: int
     ctxs: dict[str, dict[str, Any]]
@@ -85,6 +140,10 @@ class Ledger:
     ws_errors_sent: deque[str] = field(init=False)
     rest_served: deque[tuple[int, str]] = field(init=False)  # (time, type) of each answer given
     ws_opened: deque[int] = field(init=False)  # time of each accepted WebSocket upgrade
+    deals: deque[Deal] = field(init=False)  # settled trades: see position_changes()
+    transfers: deque[Transfer] = field(init=False)
+    # (address, coin) -> the current Holding: answers position_at() when nothing is recorded
+    current: Callable[[str, str], Holding] | None = None
     trade_counts: Counter[str] = field(default_factory=Counter)
     malformed: list[MalformedRecord] = field(default_factory=list)
     liquidations: list[LiquidationRecord] = field(default_factory=list)
@@ -107,6 +166,8 @@ class Ledger:
         self.ws_errors_sent = deque(maxlen=self.max_records)
         self.rest_served = deque(maxlen=self.max_records)
         self.ws_opened = deque(maxlen=self.max_records)
+        self.deals = deque(maxlen=self.max_records)
+        self.transfers = deque(maxlen=self.max_records)
 
     # --- recording (hot path first) --------------------------------------------------------
 
@@ -144,6 +205,49 @@ class Ledger:
             r for r in self.liquidations if coin in (None, r.coin) and method in (None, r.method)
         ]
 
+    def position_changes(
+        self, address: str | None = None, coin: str | None = None
+    ) -> list[PositionChange]:
+        """Every kept position change (oldest first; a trade's buyer before its seller), of one
+        address and/or coin if given. Kept: the newest `max_records` trades' changes."""
+        address = address.lower() if address is not None else None
+        out = []
+        for deal in self.deals:
+            row = deal[0]
+            if coin is not None and row[0] != coin:
+                continue
+            if address is None or row[6] == address:
+                out.append(_change(deal, True))
+            if address is None or row[7] == address:
+                out.append(_change(deal, False))
+        return out
+
+    def position_at(self, address: str, coin: str, time_ms: int) -> Holding:
+        """The position after every change at or before `time_ms` (what a clearinghouseState
+        stamped `time_ms` serves). Exact back to the oldest kept change (`max_records`); before
+        that, the state just before it. Without any kept change, the current position."""
+        address = address.lower()
+        last: Move | None = None
+        for deal in self.deals:
+            row = deal[0]
+            if row[0] != coin or address not in (row[6], row[7]):
+                continue
+            move = deal[2] if row[6] == address else deal[3]
+            if row[1] > time_ms:
+                if last is None:
+                    return Holding(move[0], move[1] if move[0] else None)
+                break
+            last = move
+        if last is not None:
+            return Holding(last[2], last[3])
+        if self.current is not None:
+            return self.current(address, coin)
+        return Holding(0.0, None)
+
+    def transfers_of(self, address: str) -> list[Transfer]:
+        address = address.lower()
+        return [t for t in self.transfers if t.address == address]
+
     def positions_of(self, address: str) -> list[PositionsServed]:
         address = address.lower()
         return [p for p in self.positions if p.address == address]
@@ -166,6 +270,7 @@ class Ledger:
             "liquidations_by_method": dict(Counter(r.method for r in self.liquidations)),
             "ctx_polls": len(self.ctx_polls),
             "positions_served": len(self.positions),
+            "position_changes": 2 * len(self.deals),
             "rest_requests": dict(self.rest_requests),
             "rest_weight": self.rest_weight_used,
             "rest_429": self.rest_429_count,
@@ -178,3 +283,21 @@ class Ledger:
             "ws_errors_sent": len(self.ws_errors_sent),
             "frames_sent": self.frames_sent,
         }
+
+
+def _change(deal: Deal, buyer: bool) -> PositionChange:
+    (coin, time, tid, _, px, _, buyer_address, seller_address, _), liquidation = deal[0], deal[4]
+    start, entry, after, entry_after, kind, _ = deal[2] if buyer else deal[3]
+    return PositionChange(
+        time,
+        buyer_address if buyer else seller_address,
+        coin,
+        tid,
+        start,
+        after,
+        entry if start else None,
+        entry_after,
+        float(px),
+        kind,
+        (coin, time, tid) if liquidation is None else "liquidation",
+    )

@@ -22,6 +22,7 @@ class CoinState:
         "decimals",
         "funding",
         "index",
+        "lot_scale",
         "mark_off",
         "mid",
         "name",
@@ -39,6 +40,7 @@ class CoinState:
         self.spec = spec
         self.name = spec.name
         self.sz_decimals = spec.sz_decimals
+        self.lot_scale = 10.0**spec.sz_decimals  # lots per base unit: sizes are k / lot_scale
         self.anchor = spec.price
         self.mid = spec.price * math.exp(rng.gauss(0.0, 0.005))
         self.decimals = price_decimals(self.mid, spec.sz_decimals)

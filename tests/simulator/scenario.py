@@ -12,14 +12,16 @@ from typing import Any
 
 from aiohttp import web
 
-from .config import HLP_LIQUIDATOR, HLP_STRATEGY_A, SimConfig
+from .config import HLP_LIQUIDATOR, SimConfig
 from .fills import Fills
-from .ledger import Ledger, LiquidationRecord, MalformedRecord, TradeRecord, row_of
+from .ledger import Ledger, LiquidationRecord, MalformedRecord, Row, TradeRecord, row_of
 from .market import CoinState, Market
 from .population import Account, Population, Position
 from .trades import FLOOD_LOWS, TradeFactory
 from .wire import dumps, fmt, frame, now_ms
 from .ws import WsHub
+
+BACKSTOP_PX_BAND = 0.05  # a backstop trades at the liquidation price if this near the mark
 
 # Mutations that turn one record of a good trades frame into a bad one.
 MALFORMATIONS = {
@@ -44,6 +46,7 @@ ACTIONS = {
     "disconnect": "disconnect_all",
     "fast_push": "fast_push",
     "evolve": "evolve",
+    "trade": "trade",
     "tick": "tick",
 }
 
@@ -101,7 +104,7 @@ class ScenarioControls:
         """`count` distinct trades in ONE millisecond; with `same_tid_mod` the 2nd trade shares
         tid % 10**6 with the 1st. Sent in frames of `batch` trades (default: one frame)."""
         cs = self.market.coins[coin]
-        at = now_ms() if time_ms is None else time_ms
+        at = self.factory.now() if time_ms is None else time_ms
         trades, rows = self.factory.orders(cs, count, at, share_low=same_tid_mod)
         self.factory.commit(coin, trades, rows)
         step = batch or len(trades) or 1
@@ -142,7 +145,7 @@ class ScenarioControls:
         }
 
     def _push_recorded(self, cs: CoinState, n: int) -> int:
-        trades, rows = self.factory.orders(cs, n, now_ms())
+        trades, rows = self.factory.orders(cs, n, self.factory.now())
         self.factory.commit(cs.name, trades, rows)
         self.emit(cs.name, trades)
         return len(trades)
@@ -155,6 +158,78 @@ class ScenarioControls:
         self.ledger.trade_counts[cs.name] += n
         return n
 
+    # --- positions --------------------------------------------------------------------------
+
+    def trade(
+        self,
+        coin: str,
+        buyer: str,
+        seller: str,
+        px: float | str,
+        sz: float | str,
+        side: str = "B",
+        time_ms: int | None = None,
+    ) -> TradeRecord:
+        """One trade between two given accounts (`side`: "B" the buyer took, "A" the seller
+        did), settled and recorded like any other and sent to subscribers."""
+        cs = self.market.coins[coin]
+        buyer, seller = buyer.lower(), seller.lower()
+        if buyer == seller or side not in ("A", "B"):
+            raise ValueError("a trade needs two different accounts and side A or B")
+        at = self.factory.now() if time_ms is None else time_ms
+        t = self.factory.trade(
+            cs, at, side, cs.px(float(px)), cs.sz(float(sz)), buyer, seller, self.factory.new_hash()
+        )
+        row = row_of(t)
+        self.factory.settle(cs, row)
+        self.factory.commit(coin, [t], [row])
+        self.emit(coin, [t])
+        return TradeRecord._make(row)
+
+    def evolve(self) -> list[TradeRecord]:
+        """One step of position churn: `evolve_fraction` of the traders close, open or resize a
+        position, each through a taker order filled by makers and recorded like any trade (an
+        opening also deposits its margin: `ledger.transfers`). Returns the trades."""
+        population, at = self.population, self.factory.now()
+        out: dict[str, tuple[list[dict[str, Any]], list[Row]]] = {}
+        for _ in range(max(1, int(len(population.addresses) * self.config.evolve_fraction))):
+            wish = population.evolution()
+            if wish is None:
+                continue
+            acct, cs, target, near = wish
+            pos = acct.positions.get(cs.name)
+            signed = round(target - (pos.szi if pos is not None else 0.0), cs.sz_decimals)
+            if signed == 0.0:
+                continue
+            usd = acct.usd
+            trades, rows = self._order(acct.address, cs, signed, at, population.rng, 1)
+            opened = acct.positions.get(cs.name)
+            if near is not None and opened is not None:
+                population.fund_opening(acct, opened, usd - acct.usd, near, at)
+            got = out.setdefault(cs.name, ([], []))
+            got[0].extend(trades)
+            got[1].extend(rows)
+        records: list[TradeRecord] = []
+        for coin, (trades, rows) in out.items():
+            self.factory.commit(coin, trades, rows)
+            self.emit(coin, trades)
+            records.extend(TradeRecord._make(r) for r in rows)
+        return records
+
+    def _order(
+        self,
+        taker: str,
+        cs: CoinState,
+        signed: float,
+        at: int,
+        rng: random.Random,
+        parts: int,
+        liquidation: dict[str, str] | None = None,
+    ) -> tuple[list[dict[str, Any]], list[Row]]:
+        """A settled taker order against `parts` makers (HLP for big ones)."""
+        makers = [self.population.maker(rng, taker, cs, -signed / parts) for _ in range(parts)]
+        return self.factory.taker_order(cs, taker, signed, at, makers, liquidation)
+
     # --- liquidations ----------------------------------------------------------------------
 
     def backstop_liquidation(
@@ -166,7 +241,7 @@ class ScenarioControls:
     ) -> LiquidationRecord:
         """The liquidator vault takes over a position: it is the buyer when a long is liquidated
         and the seller when a short is; it is also the taker (`side` = the vault's side)."""
-        acct, pos = self.population.pick_victim(coin, side, user)
+        acct, pos = self._victim(coin, side, user)
         return self._backstop(acct, pos, vault)
 
     def market_liquidation(
@@ -178,58 +253,67 @@ class ScenarioControls:
     ) -> list[LiquidationRecord]:
         """The victim's position is sold (long) or bought (short) into the book as the taker,
         filled by `parts` makers."""
-        acct, pos = self.population.pick_victim(coin, side, user)
+        acct, pos = self._victim(coin, side, user)
         return self._market(acct, pos, parts)
 
+    def _victim(
+        self, coin: str | None, side: str | None, user: str | None
+    ) -> tuple[Account, Position]:
+        """The requested position, else the one closest to liquidation, else one opened now
+        (a taker order on the tape, margined 1-2 % from its liquidation price)."""
+        found = self.population.find_victim(coin, side, user)
+        if found is not None:
+            return found
+        acct, cs, long = self.population.victim_slot(coin, side, user)
+        at, rng = self.factory.now(), self.scenario_rng
+        held = acct.positions.get(cs.name)
+        target = self.population.new_size(cs, long)
+        signed = round(target - (held.szi if held is not None else 0.0), cs.sz_decimals)
+        usd = acct.usd
+        trades, rows = self._order(acct.address, cs, signed, at, rng, 1)
+        pos = acct.positions[cs.name]
+        self.population.fund_opening(acct, pos, usd - acct.usd, True, at)
+        self.factory.commit(cs.name, trades, rows)
+        self.emit(cs.name, trades)
+        return acct, pos
+
     def _backstop(self, acct: Account, pos: Position, vault: str) -> LiquidationRecord:
-        cs, at, long = self.market.coins[pos.coin], now_ms(), pos.szi > 0
-        px = cs.px(pos.liq_px if pos.liq_px is not None else cs.mark)
-        size = cs.sz(abs(pos.szi))
+        """One trade at the liquidation price (the mark if that is not within 5 % of it): the
+        vault takes the position as taker without fee."""
+        cs, at, long = pos.cs, self.factory.now(), pos.szi > 0
+        mark, liq = cs.mark, pos.liq_px
+        near = liq is not None and abs(liq / mark - 1.0) <= BACKSTOP_PX_BAND
+        px = cs.px(liq if near and liq is not None else mark)
         buyer, seller = (vault, acct.address) if long else (acct.address, vault)
         trade = self.factory.trade(
-            cs, at, "B" if long else "A", px, size, buyer, seller, self.factory.new_hash()
+            cs, at, "B" if long else "A", px, cs.sz(abs(pos.szi)), buyer, seller,
+            self.factory.new_hash(),
+        )  # fmt: skip
+        liq_obj = {"liquidatedUser": acct.address, "markPx": self._mark(cs), "method": "backstop"}
+        label = (
+            f"Liquidated {'Isolated' if pos.isolated else 'Cross'} {'Long' if long else 'Short'}"
         )
-        liq = {"liquidatedUser": acct.address, "markPx": self._mark(cs), "method": "backstop"}
-        margin = "Isolated" if pos.isolated else "Cross"
-        label = f"Liquidated {margin} {'Long' if long else 'Short'}"
         row = row_of(trade)
-        self.fills.add(vault, row, long, True, liq, label)
-        self.fills.add(acct.address, row, not long, False, liq)
-        self.population.close(acct.address, pos.coin)
-        self.population.absorb(vault, pos.coin, float(size) if long else -float(size), float(px))
-        self.factory.commit(cs.name, [trade])
-        record = self._record(trade, long, acct.address, "backstop", vault, liq["markPx"])
+        labels = (label, None) if long else (None, label)
+        self.factory.settle(cs, row, liq_obj, backstop=True, labels=labels)
+        self.factory.commit(cs.name, [trade], [row])
+        record = self._record(trade, long, acct.address, "backstop", vault, liq_obj["markPx"])
         self.emit(cs.name, [trade])
         return record
 
     def _market(self, acct: Account, pos: Position, parts: int) -> list[LiquidationRecord]:
-        cs, at, long = self.market.coins[pos.coin], now_ms(), pos.szi > 0
-        step = 10.0**-cs.sz_decimals
-        total = round(abs(pos.szi) / step)
-        parts = max(1, min(parts, total))
-        bid, ask = cs.bid_ask()
-        px = bid if long else ask
-        hash_ = self.factory.new_hash()
+        cs, at, long = pos.cs, self.factory.now(), pos.szi > 0
         liq = {"liquidatedUser": acct.address, "markPx": self._mark(cs), "method": "market"}
-        trades, records = [], []
-        for i in range(parts):
-            units = total // parts + (1 if i < total % parts else 0)
-            maker = self.scenario_rng.choice(self.population.addresses)
-            if maker == acct.address:
-                maker = HLP_STRATEGY_A
-            buyer, seller = (maker, acct.address) if long else (acct.address, maker)
-            t = self.factory.trade(
-                cs, at, "A" if long else "B", cs.px(px), cs.sz(units * step), buyer, seller, hash_
+        step = 10.0**-cs.sz_decimals
+        parts = max(1, min(parts, round(abs(pos.szi) / step)))
+        trades, rows = self._order(acct.address, cs, -pos.szi, at, self.scenario_rng, parts, liq)
+        records = [
+            self._record(
+                t, long, acct.address, "market", t["users"][0 if long else 1], liq["markPx"]
             )
-            row = row_of(t)
-            self.fills.add(acct.address, row, not long, True, liq)
-            self.fills.add(maker, row, long, False, liq)
-            pos.szi -= units * step if long else -units * step
-            trades.append(t)
-            records.append(self._record(t, long, acct.address, "market", maker, liq["markPx"]))
-            px += -cs.tick if long else cs.tick
-        self.population.close(acct.address, pos.coin)
-        self.factory.commit(cs.name, trades)
+            for t in trades
+        ]
+        self.factory.commit(cs.name, trades, rows)
         self.emit(cs.name, trades)
         return records
 
@@ -258,9 +342,15 @@ class ScenarioControls:
         return record
 
     def liquidate_crossed(self) -> list[LiquidationRecord]:
-        """Liquidate every trader position whose liquidationPx the mark reached (30 % backstop)."""
+        """Liquidate the positions whose liquidation price the mark crossed (equity below
+        maintenance margin; every account but HLP's): 30 % backstop, else market orders; a
+        cross account's positions largest first until it is above maintenance again."""
         out: list[LiquidationRecord] = []
         for acct, pos in self.population.crossed():
+            if acct.positions.get(pos.coin) is not pos:
+                continue
+            if not pos.isolated and acct.cross_equity() >= acct.cross_maintenance():
+                continue
             if self.scenario_rng.random() < 0.3:
                 out.append(self._backstop(acct, pos, HLP_LIQUIDATOR))
             else:
@@ -275,7 +365,7 @@ class ScenarioControls:
         """`not_json`: the raw `text` to the coin's trades subscribers (all sockets if coin is
         None). Other kinds (see MALFORMATIONS): a trades frame of `good` valid trades with one
         bad record in the middle; the valid ones count as trades, the bad one does not."""
-        at = now_ms()
+        at = self.factory.now()
         if kind == "not_json":
             if coin is None:
                 self.hub.send_all(text)

@@ -30,7 +30,7 @@ class Simulator(ScenarioControls):
         self.config = cfg = replace(config or SimConfig(), **overrides)
         self.ledger = Ledger(cfg.ledger_max_trades, cfg.ledger_max_records)
         self.market = Market(cfg)
-        self.population = Population(cfg, self.market)
+        self.population = Population(cfg, self.market, self.ledger)
         self.fills = Fills(self.population, cfg.max_user_fills)
         self.factory = TradeFactory(cfg, self.market, self.population, self.ledger, self.fills)
         self.hub = WsHub(cfg, self.market, self.ledger, self._on_subscribe)
@@ -119,7 +119,7 @@ class Simulator(ScenarioControls):
             n = int(expected)
             carry = expected - n
             if n:
-                for coin, trades in self.factory.flow(n, now_ms()).items():
+                for coin, trades in self.factory.flow(n, self.factory.now()).items():
                     self.emit(coin, trades)
 
     async def _push_loop(self) -> None:
@@ -132,13 +132,10 @@ class Simulator(ScenarioControls):
             await asyncio.sleep(self.config.evolve_interval)
             self.evolve()
 
-    def evolve(self) -> None:
-        """One step of position churn (opens, closes, resizes)."""
-        self.population.evolve()
-
     def tick(self) -> None:
         """Advance ctx/book state, run automatic liquidations, push the non-trade channels."""
         self.market.tick()
+        self.population.refresh()
         if self.config.auto_liquidations and not self.paused:
             self.liquidate_crossed()
         at = now_ms()

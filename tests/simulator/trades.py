@@ -1,5 +1,6 @@
-"""Trade generation: taker orders filled against makers, 50-bit tids, hashes, recording; and a
-cheap unrecorded flood of pre-built trades for throughput benchmarks (`Flood`)."""
+"""Trade generation: taker orders filled against makers, 50-bit tids, hashes, recording (each
+trade settled on both parties' positions and cash); and a cheap unrecorded flood of pre-built
+trades for throughput benchmarks (`Flood`), which moves nothing."""
 
 from __future__ import annotations
 
@@ -12,20 +13,22 @@ from .config import HLP_STRATEGY_A, ZERO_HASH, SimConfig
 from .fills import Fills
 from .ledger import Ledger, Row, row_of
 from .market import CoinState, Market
-from .population import Population
-from .wire import dumps
+from .population import MAKER_FEE, TAKER_FEE, Population
+from .wire import dumps, now_ms
 
 TID_BITS = 50
 PARTS = (1, 1, 1, 1, 2, 2, 3, 5)  # makers filled by one taker order
 FLOOD_POOL = 2048  # pre-built trades per coin (and at least as many buyer-seller pairs)
 FLOOD_LOWS = 1 << 16  # distinct tid % 10**6 values, cycled by the flood's trade counter
 TID_HIGH = 2**TID_BITS // 10**6  # tid = high * 10**6 + low stays below 2**50
+MAX_REFUSED = 100  # takers refused for margin in a row before the check is waived
 FLOOD_REPRICE = 0.002  # a pool is rebuilt once its coin's mid has moved this much (0.2 %)
 Fragment = tuple[str, str]  # a trade's JSON up to its time, then up to its tid
 
 
 class TradeFactory:
-    """Builds WsTrade dicts and records each one once: ledger, recentTrades, fills, volume."""
+    """Builds WsTrade dicts and records each one once: positions and cash of both parties,
+    fills and position changes (`settle`), then ledger, recentTrades, volume (`commit`)."""
 
     def __init__(
         self,
@@ -50,8 +53,15 @@ class TradeFactory:
         self._tids: dict[str, set[int]] = {}
         self._weights = [cs.spec.weight for cs in market.active]
         self.flood = Flood(config, population)
+        self._fill = population.fill
+        self._fills_by_user = fills.by_user
+        self._deals = ledger.deals.append
 
     # --- identifiers -----------------------------------------------------------------------
+
+    def now(self) -> int:
+        """The time of a trade made now (never at or before a clearinghouseState served)."""
+        return self.population.stamp(now_ms())
 
     def tid(self, coin: str, time: int, low: int | None = None) -> int:
         """A 50-bit pseudo-random tid unique within (coin, time); `low` forces tid % 10**6."""
@@ -99,6 +109,69 @@ class TradeFactory:
             "users": [buyer, seller],
         }
 
+    def settle(
+        self,
+        cs: CoinState,
+        row: Row,
+        liquidation: dict[str, str] | None = None,
+        backstop: bool = False,
+        labels: tuple[str | None, str | None] = (None, None),
+    ) -> None:
+        """Move both parties of a trade row: positions, cash (taker fee for the side `side`
+        names, maker fee for the other; none for a backstop's vault), then record the trade once
+        (`Deal`) as both parties' fills and position changes. `labels` override the fills'
+        `dir`."""
+        _, _, _, side, px_s, sz_s, buyer, seller, _ = row
+        px, sz = float(px_s), float(sz_s)
+        notional = px * sz
+        buyer_took = side == "B"
+        taker_fee = 0.0 if backstop else notional * TAKER_FEE
+        maker_fee = notional * MAKER_FEE
+        bf, sf = (taker_fee, maker_fee) if buyer_took else (maker_fee, taker_fee)
+        fill = self._fill
+        b, s = fill(buyer, cs, sz, px, bf), fill(seller, cs, -sz, px, sf)
+        assert b is not None and s is not None
+        deal = (row, buyer_took, b, s, liquidation, None if labels == (None, None) else labels)
+        self._deals(deal)
+        by_user = self._fills_by_user
+        for user in (buyer, seller):
+            fills = by_user.get(user)
+            if fills is None:
+                fills = self.fills.of(user)
+            fills.append(deal)
+
+    def taker_order(
+        self,
+        cs: CoinState,
+        taker: str,
+        signed: float,
+        time: int,
+        makers: list[str],
+        liquidation: dict[str, str] | None = None,
+    ) -> tuple[list[dict[str, Any]], list[Row]]:
+        """A taker order of `signed` base units (> 0 buys) at the touch, split over `makers`
+        (equal lots, one tick further per maker, one hash); settled, not committed."""
+        buys = signed > 0
+        step = 10.0**-cs.sz_decimals
+        total = round(abs(signed) / step)
+        parts = max(1, min(len(makers), total))
+        bid, ask = cs.bid_ask()
+        px = ask if buys else bid
+        hash_ = self.new_hash()
+        trades, rows = [], []
+        for i in range(parts):
+            units = total // parts + (1 if i < total % parts else 0)
+            buyer, seller = (taker, makers[i]) if buys else (makers[i], taker)
+            t = self.trade(
+                cs, time, "B" if buys else "A", cs.px(px), cs.sz(units * step), buyer, seller, hash_
+            )
+            row = row_of(t)
+            self.settle(cs, row, liquidation)
+            trades.append(t)
+            rows.append(row)
+            px += cs.tick if buys else -cs.tick
+        return trades, rows
+
     def commit(
         self, coin: str, trades: list[dict[str, Any]], records: list[Row] | None = None
     ) -> None:
@@ -117,15 +190,19 @@ class TradeFactory:
         """Exactly `n` trades on one coin from taker orders that each sweep 1-5 makers, as wire
         dicts and ledger rows; with `share_low` the 2nd tid % 10**6 equals the 1st's.
 
-        Fills are recorded here; pass both lists to `commit` to record the trades.
+        Trades are settled here (positions, cash, fills); pass both lists to `commit` to
+        record them.
         """
-        rng, market, fills_add = self.rng, self.market, self.fills.add
+        rng, market = self.rng, self.market
         addresses = self.population.addresses
         n_addr, rand = len(addresses), rng.random
         trades: list[dict[str, Any]] = []
         rows: list[Row] = []
-        sz_step = 10.0**-cs.sz_decimals
+        lot = cs.lot_scale
         px_fmt, sz_fmt, name, tid = cs.px, cs.sz, cs.name, self.tid
+        # settle() inlined: both parties' positions and cash, then their sides of the trade
+        fill, by_user, fills_of, deals = self._fill, self._fills_by_user, self.fills.of, self._deals
+        refused = 0  # takers in a row refused for margin (then margin is not checked)
         while len(trades) < n:
             market.walk(cs, rng.gauss(0.0, 1.0))
             bid, ask = cs.bid_ask()
@@ -133,18 +210,48 @@ class TradeFactory:
             taker = addresses[int(rand() * n_addr)]
             hash_ = self.new_hash()
             px = ask if buys else bid
-            for _ in range(min(n - len(trades), rng.choice(PARTS))):
+            side, px_s = "B" if buys else "A", px_fmt(px)
+            pxf = float(px_s)
+            for part in range(min(n - len(trades), rng.choice(PARTS))):
                 maker = HLP_STRATEGY_A if rand() < 0.15 else addresses[int(rand() * n_addr)]
                 if maker == taker:
                     maker = HLP_STRATEGY_A
-                size = max(sz_step, round(50.0 * rng.paretovariate(1.2) / px / sz_step) * sz_step)
+                lots = round(50.0 * rng.paretovariate(1.2) / px * lot)
+                sz = (lots if lots > 1 else 1) / lot  # == float(sz_s)
+                sz_s = sz_fmt(sz)
+                notional = pxf * sz
+                taker_fee, maker_fee = notional * TAKER_FEE, notional * MAKER_FEE
+                # a trader without the margin for what a fill adds: another trader sends the
+                # order, or (past its first fill) the order ends; a maker's resting order is
+                # not there (HLP's is)
+                t = fill(taker, cs, sz if buys else -sz, pxf, taker_fee, refused < MAX_REFUSED)
+                while t is None and not part and refused < MAX_REFUSED:
+                    refused += 1
+                    taker = addresses[int(rand() * n_addr)]
+                    if taker != maker:
+                        t = fill(taker, cs, sz if buys else -sz, pxf, taker_fee, True)
+                if t is None:
+                    break
+                refused = 0
+                m = fill(maker, cs, -sz if buys else sz, pxf, maker_fee, True)
+                if m is None:
+                    maker = HLP_STRATEGY_A
+                    m = fill(maker, cs, -sz if buys else sz, pxf, maker_fee)
+                    assert m is not None
                 buyer, seller = (taker, maker) if buys else (maker, taker)
-                side, px_s, sz_s = "B" if buys else "A", px_fmt(px), sz_fmt(size)
                 low = rows[0][2] % 10**6 if share_low and len(rows) == 1 else None
                 tid_ = tid(name, time, low)
                 row = (name, time, tid_, side, px_s, sz_s, buyer, seller, hash_)
-                fills_add(taker, row, buys, True)
-                fills_add(maker, row, not buys, False)
+                deal = (row, buys, t, m, None, None) if buys else (row, buys, m, t, None, None)
+                deals(deal)
+                fills = by_user.get(taker)
+                if fills is None:
+                    fills = fills_of(taker)
+                fills.append(deal)
+                fills = by_user.get(maker)
+                if fills is None:
+                    fills = fills_of(maker)
+                fills.append(deal)
                 rows.append(row)
                 trades.append(
                     {
@@ -160,6 +267,8 @@ class TradeFactory:
                 )
                 if rand() < 0.3:
                     px += cs.tick if buys else -cs.tick
+                    px_s = px_fmt(px)
+                    pxf = float(px_s)
         return trades, rows
 
     def pick_coin(self) -> CoinState:

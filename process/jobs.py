@@ -246,9 +246,13 @@ class PositionsJob:
             await asyncio.gather(*(self._poll(a) for a in addresses))
 
     async def _poll(self, address: str) -> None:
+        if self.book is not None:
+            self.book.polling(address)
         try:
             state = await self.source.clearinghouse_state(address)
         except HyperfluxError as exc:
+            if self.book is not None:
+                self.book.poll_failed(address)
             self.failures += 1
             retry_at = self.registry.record_failure(address, now_ms())
             self.scheduler.note_failed(address, now_ms(), retry_at)
@@ -256,6 +260,8 @@ class PositionsJob:
             return
         except BaseException:
             self.scheduler.release(address)
+            if self.book is not None:
+                self.book.poll_failed(address)
             raise
         polled = now_ms()
         if self.book is not None:

@@ -204,3 +204,19 @@ def test_liquidation_prices_follow_fills_and_marks_with_the_served_price_before_
     cash = book.accounts[ALICE].cross_raw_usd
     assert view.szi == D(2) and view.liquidation_px == -cash / (2 * (1 - D(1) / 40))
     assert book.views(BOB) == {}
+
+
+def test_trades_while_the_first_poll_is_on_its_way_are_applied_over_its_snapshot() -> None:
+    changes: list[PositionChange] = []
+    book = PositionBook(on_change=changes.append)
+    book.polling(ALICE)
+    book.apply_trades([trade(ALICE, BOB, "1", "100", T0 + 10)])  # in the snapshot to come
+    book.apply_trades([trade(ALICE, BOB, "2", "100", T0 + 30)])  # after it
+    assert ALICE not in book and changes == []
+    book.reconcile(ALICE, state(T0 + 20, "900.0", {"BTC": ("1", "100")}), T0 + 40)
+    assert book.positions_of(ALICE)["BTC"].szi == D(3)
+    assert [(c.kind, c.szi_before, c.szi_after) for c in changes] == [("increase", D(1), D(3))]
+    book.polling(BOB)
+    book.poll_failed(BOB)
+    book.apply_trades([trade(CAROL, BOB, "1", "100", T0 + 50)])
+    assert book._first_polls == {}

@@ -145,6 +145,7 @@ class PositionBook:
         self.stats = BookStats()
         self.marks: Mapping[str, Decimal] = {}
         self.rules: Mapping[str, MarginRule] = {}
+        self._first_polls: dict[str, list[Fill]] = {}  # address -> its fills meanwhile
 
     def set_market(self, marks: Mapping[str, Decimal], rules: Mapping[str, MarginRule]) -> None:
         """The latest mark prices and margin rules (every asset-context poll)."""
@@ -191,10 +192,13 @@ class PositionBook:
         """Move both parties of each trade that the book tracks (the hot path: two lookups a
         trade for untracked parties)."""
         accounts = self.accounts
+        first_polls = self._first_polls
         for trade in trades:
             buyer = accounts.get(trade.buyer)
             seller = accounts.get(trade.seller)
             if buyer is None and seller is None:
+                if first_polls:
+                    self._keep_for_first_poll(trade)
                 continue
             taker_bought = trade.side == "buy"
             if buyer is not None:
@@ -202,13 +206,27 @@ class PositionBook:
             if seller is not None:
                 self._fill(trade.seller, seller, trade, -trade.sz, not taker_bought)
 
+    def polling(self, address: str) -> None:
+        """A poll of `address` is on its way. For an address not in the book yet, its trades
+        from now on are kept, so that those newer than the snapshot the poll brings are applied
+        on top of it (`reconcile`); `poll_failed` forgets them."""
+        if address not in self.accounts:
+            self._first_polls.setdefault(address, [])
+
+    def poll_failed(self, address: str) -> None:
+        self._first_polls.pop(address, None)
+
     def _fill(
         self, address: str, account: Account, trade: Trade, signed_sz: Decimal, taker: bool
     ) -> None:
         if trade.time_ms <= account.snapshot_ms:
             self.stats.late_skipped += 1  # the snapshot already holds it
             return
-        fill = Fill(trade.time_ms, trade.coin, signed_sz, trade.px, taker, trade.tid)
+        self._apply(
+            address, account, Fill(trade.time_ms, trade.coin, signed_sz, trade.px, taker, trade.tid)
+        )
+
+    def _apply(self, address: str, account: Account, fill: Fill) -> None:
         fills = account.fills
         forget_before = fill.time_ms - FILL_MEMORY_MS
         while fills and fills[0].time_ms < forget_before:
@@ -237,6 +255,16 @@ class PositionBook:
                 )
             )
 
+    def _keep_for_first_poll(self, trade: Trade) -> None:
+        taker_bought = trade.side == "buy"
+        for address, signed_sz, taker in (
+            (trade.buyer, trade.sz, taker_bought),
+            (trade.seller, -trade.sz, not taker_bought),
+        ):
+            kept = self._first_polls.get(address)
+            if kept is not None and len(kept) < MAX_FILLS_KEPT:
+                kept.append(Fill(trade.time_ms, trade.coin, signed_sz, trade.px, taker, trade.tid))
+
     # -- polls -----------------------------------------------------------------------------------
 
     def reconcile(self, address: str, state: ClearinghouseState, polled_ms: int) -> Drift | None:
@@ -261,6 +289,7 @@ class PositionBook:
             snapshot_ms=snapshot_ms,
         )
         old = self.accounts.get(address)
+        first = self._first_polls.pop(address, None)
         if old is not None:
             for fill in sorted(old.fills):
                 if fill.time_ms > snapshot_ms:
@@ -268,6 +297,9 @@ class PositionBook:
                     _move(fresh, fill)
         self.accounts[address] = fresh
         if old is None:
+            for fill in sorted(first or ()):  # traded while its first poll was on its way
+                if fill.time_ms > snapshot_ms:
+                    self._apply(address, fresh, fill)
             return None
         drift = self._drift(address, old, fresh, snapshot_ms)
         self.stats.polls += 1

@@ -1,0 +1,62 @@
+"""The position book in a running collector: tracked positions change only by trades between
+polls in the simulator (a consistent exchange), so every poll finds the book equal to the truth,
+and `position_changes` holds exactly the ledger's changes of the tracked accounts."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from decimal import Decimal
+
+import pytest
+
+from db.local_server import LocalInfluxd
+from tests.conftest import influxql
+from tests.test_pipeline import VAULTS, collector_env, start_collector, stop_collector, subscribed
+
+
+@pytest.mark.timeout(180)
+async def test_every_poll_finds_the_book_exact_and_changes_match_the_ledger(
+    simulator, make_influxd, tmp_path
+):
+    sim = await simulator(
+        seed=12, rate=0, evolve_interval=0, auto_liquidations=False, n_addresses=60
+    )
+    server: LocalInfluxd = make_influxd()
+    log_path = tmp_path / "collector.log"
+    env = collector_env(sim, server, tmp_path / "data", HYPERFLUX_JOBS_POSITIONS_SHARE="0.7")
+    process = await start_collector(env, log_path)
+    try:
+        await subscribed(log_path)
+        sim.set_rate(30)
+        await asyncio.sleep(35)  # every address is polled a few times meanwhile
+        sim.pause()
+        await asyncio.sleep(3)
+    finally:
+        code, _ = await stop_collector(process)
+    log = log_path.read_text()
+    assert code == 0 and "Traceback" not in log, log[-3000:]
+
+    status = dict(re.findall(r"(\w+)=(\d+)", log.split("status at stop:")[-1].splitlines()[0]))
+    assert int(status["book_polls"]) > 60  # accounts polled again after their first poll
+    assert int(status["book_polls_drift"]) == 0  # and the book always held the truth
+
+    # every change of a tracked account after its first poll, as the ledger has it
+    first_poll: dict[str, int] = {}
+    for served in sim.ledger.positions:
+        if served.address not in VAULTS:  # the HLP job polls the vaults, the book skips them
+            first_poll.setdefault(served.address, served.time)
+    expected = {
+        (c.address, c.coin, c.tid, Decimal(repr(c.szi_after)))
+        for c in sim.ledger.position_changes()
+        if c.address in first_poll and c.time > first_poll[c.address]
+    }
+    rows = influxql(
+        server.url,
+        """SELECT "address", "tid", "szi_after", "coin" FROM "position_changes" """
+        """WHERE "source" = 'trade'""",
+        "hyperliquid",
+    )
+    stored = {(r["address"], r["coin"], r["tid"], Decimal(repr(r["szi_after"]))) for r in rows}
+    assert expected and stored == expected
+    assert len(rows) == len(expected)

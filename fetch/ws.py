@@ -63,6 +63,8 @@ NEW_CONNECTIONS_PER_MINUTE = 27
 OUTAGE_BACKOFF_CAP = 2.0
 """Backoff cap while no connection is up: every second down may lose trades for good, so retry
 soon; the attempts pacer keeps the rate within the exchange's limit."""
+REDUNDANCY_BACKOFF_CAP = 5.0
+"""Backoff cap while another connection carries the trades: the spare should be back soon."""
 DOWN_REMINDER_EVERY = 300.0
 CLOSE_CLAIM_TIMEOUT = 30.0
 
@@ -275,9 +277,11 @@ class MarketStream:
         self._connect_pacer.settle(reservation, 1)
 
     def retry_cap(self) -> float:
-        """The backoff cap for a connection's next attempt: short while every connection is
-        down (trades are being lost), the configured one while another carries the trades."""
-        return self.backoff_cap if self.connected else min(self.backoff_cap, OUTAGE_BACKOFF_CAP)
+        """The backoff cap for a connection's next attempt: 2 s while every connection is down
+        (trades are being lost), 5 s while another carries the trades (the spare should be back
+        soon); never above the configured cap."""
+        cap = REDUNDANCY_BACKOFF_CAP if self.connected else OUTAGE_BACKOFF_CAP
+        return min(self.backoff_cap, cap)
 
     # -- connection events (from fetch.ws_connection) ---------------------------------------------
 

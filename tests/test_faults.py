@@ -110,7 +110,9 @@ async def test_one_connection_down_loses_nothing_and_both_down_leave_only_record
         await asyncio.sleep(6)  # the positions poller fills its lane of the budget
         one_down = now_ms()
         assert await sim.disconnect_all(abrupt=True, reject_seconds=5.0, count=1) == 1
-        await asyncio.sleep(8)
+        await asyncio.sleep(5)
+        await wait_until(lambda: len(sim.hub.conns) == 2, 15)  # the spare is back
+        await asyncio.sleep(1)
         both_down = now_ms()
         assert await sim.disconnect_all(abrupt=True, reject_seconds=5.0) == 2
         await asyncio.sleep(10)

@@ -54,6 +54,7 @@ from db.schema import (
 )
 from db.timestamps import NS_PER_MS, TimestampAllocator
 from process.liquidations import LiquidationEvent
+from process.positions.book import PositionChange
 from utils.metrics import Sample
 from validate import AssetCtx, ClearinghouseState, Position, Trade
 
@@ -81,29 +82,6 @@ class PositionValues(Protocol):
     def leverage(self) -> Decimal | None: ...
     @property
     def unrealized_pnl(self) -> Decimal: ...
-
-
-class PositionChangeRecord(Protocol):
-    """A change of a tracked position's size (`process.positions.book.PositionChange`)."""
-
-    @property
-    def address(self) -> str: ...
-    @property
-    def coin(self) -> str: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def szi_before(self) -> Decimal: ...
-    @property
-    def szi_after(self) -> Decimal: ...
-    @property
-    def px(self) -> Decimal | None: ...
-    @property
-    def time_ms(self) -> int: ...
-    @property
-    def source(self) -> str: ...
-    @property
-    def tid(self) -> int | None: ...
 
 
 class GapRecord(Protocol):
@@ -296,7 +274,7 @@ class PointBuilder:
             self._skip((address, coin, side), error)
             return None
 
-    def position_change(self, change: PositionChangeRecord) -> str | None:
+    def position_change(self, change: PositionChange) -> str | None:
         """The `position_changes` point of one change (None if it cannot be stored)."""
         tid = change.tid or 0
         fields = {

@@ -6,7 +6,7 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -23,6 +23,7 @@ from db.bootstrap import (
 from db.client import InfluxTarget, InfluxUnreachableError
 from db.local_server import LocalInfluxd
 from tests.conftest import influxql
+from tests.test_db_storage import NotInflux
 from utils.errors import ConfigError, HyperfluxError, InfluxUnavailableError
 from utils.net import free_port
 
@@ -321,23 +322,8 @@ async def test_a_5xx_on_ping_or_no_connection_is_unreachable_not_misconfigured()
             await detect_server(client)
 
 
-class _HtmlEverywhere(BaseHTTPRequestHandler):
-    """A web server that answers 200 with HTML to every path (the v2 bucket API included)."""
-
-    def do_GET(self) -> None:
-        body = b"<html><body>It works!</body></html>"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 async def test_2x_path_against_a_server_that_is_not_influxdb_is_one_line() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _HtmlEverywhere)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotInflux)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     try:

@@ -121,8 +121,9 @@ async def test_close_while_down_spools_in_time_and_the_next_start_replays_once(
     assert Spool(settings.spool_dir).points == 0
 
 
-class _NotInflux(BaseHTTPRequestHandler):
-    """A web server answering 200 and HTML to every request (no X-Influxdb-Version)."""
+class NotInflux(BaseHTTPRequestHandler):
+    """A web server answering 200 and HTML to every request, the v2 bucket API included (no
+    X-Influxdb-Version)."""
 
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -142,7 +143,7 @@ class _NotInflux(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def not_influx() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotInflux)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotInflux)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"

@@ -107,7 +107,6 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
     from db.dead_letter import DeadLetters
     from db.spool import Spool
     from db.writer import InfluxWriter
-    from process.registry import AddressRegistry
 
     workdir = Path(args.workdir)
     rss = lambda: round(memory_mb("self", "VmRSS"), 1)  # noqa: E731
@@ -118,8 +117,13 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
         batch_size=5000,
         flush_interval=1.0,
     )
-    registry = AddressRegistry(workdir / "addresses.sqlite")
-    stream, builder, positions = wire(writer, registry)
+    collector = wire(writer, workdir)
+    stream, builder, positions, registry = (
+        collector.stream,
+        collector.builder,
+        collector.positions,
+        collector.registry,
+    )
     maker = FrameMaker(args.addresses)
     await writer.start()
     baseline = rss()

@@ -1,10 +1,11 @@
 """CPU microseconds per trade of the collector's trade path, in one process, without I/O.
 
-The objects are wired as `process.collector.Collector` wires them (`wire`):
-`fetch.ws.MarketStream.handle_frame` (validation, dedupe) -> `process.jobs.TradeSink` ->
-`process.points.PointBuilder` (timestamp slots, line protocol) + `LiquidationDetector` + address
-discovery (`PositionsJob.discover` -> `AddressRegistry` in SQLite + `PollScheduler`) -> the
-writer's `write()`, here a counter: no socket, no HTTP, no influxd. Frames (wire format, 100
+The objects are those of a `process.collector.Collector` (`wire` builds one; its constructor
+does no I/O): `fetch.ws.MarketStream.handle_frame` (validation, dedupe) -> `process.jobs.
+TradeSink` -> `process.points.PointBuilder` (timestamp slots, line protocol) +
+`LiquidationDetector` + the position book + address discovery (`PositionsJob.discover` ->
+`AddressRegistry` in SQLite + `PollScheduler`) + the stream state -> the writer's `write()`,
+here a counter: no socket, no HTTP, no influxd. Frames (wire format, 100
 trades, exchange time = now, buyers and sellers drawn from `addresses` traders) are made before
 the clock starts; the figure is process CPU time per trade, best of `rounds` fresh pipelines.
 
@@ -24,19 +25,15 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from bench.memory import COINS, LIQUIDATOR, FrameMaker, address
+from config import load_settings
 from fetch.ws import MarketStream
-from process.jobs import PositionsJob, TradeSink
-from process.liquidations import LiquidationDetector
-from process.points import PointBuilder
-from process.poll_scheduler import PollScheduler
-from process.positions.book import PositionBook
-from process.registry import AddressRegistry
-from process.shard import Shard
+from process.collector import Collector, Sources
 from process.storage_ports import PointSink
-from validate import Trade, parse_clearinghouse_state, parse_ws_message
+from validate import parse_clearinghouse_state, parse_ws_message
 
 FLAT_ACCOUNT = json.dumps(
     {
@@ -54,7 +51,9 @@ FLAT_ACCOUNT = json.dumps(
 
 
 class CountingSink:
-    """A writer that only counts the lines it is given."""
+    """A writer that only counts the lines it is given (its marks stay at 0: nothing lands)."""
+
+    accepted_lines = durable_through = landed_through = 0
 
     def __init__(self) -> None:
         self.lines = 0
@@ -63,30 +62,29 @@ class CountingSink:
         self.lines += len(lines)
 
 
-def wire(
-    writer: PointSink, registry: AddressRegistry
-) -> tuple[MarketStream, PointBuilder, PositionsJob]:
-    """The collector's trade path around `writer` and `registry` (no REST source: never polls)."""
-    builder = PointBuilder()
-    positions = PositionsJob(
-        None,  # type: ignore[arg-type] - discovers only
-        builder,
-        writer,
-        registry,
-        PollScheduler(rate_per_min=378.0),  # the default positions share of the budget
-        Shard.parse("0/1"),
+def wire(writer: PointSink, data_dir: Path) -> Collector:
+    """The collector's trade path around `writer`, wired by `process.collector.Collector` itself
+    (its constructor does no I/O; no REST source: it never polls; `collector.stream` is a
+    `MarketStream` feeding it). Close `collector.registry` when done."""
+    settings = load_settings(
+        None, env={"HYPERFLUX_DATA_DIR": str(data_dir), "HYPERFLUX_METRICS_PORT": "0"}
     )
-    book = PositionBook()
-    positions.book = book
-    detector = LiquidationDetector(frozenset({LIQUIDATOR}), book.views)
-
-    def traded(trades: list[Trade], time_ms: int) -> None:  # as Collector._traded
-        book.apply_trades(trades)
-        positions.discover(trades, time_ms)
-
-    sink = TradeSink(builder, writer, detector, discover=traded)
-    stream = MarketStream("ws://127.0.0.1:1/ws", [c for c, _, _ in COINS], on_trades=sink)
-    return stream, builder, positions
+    sources = Sources(
+        info=None,  # type: ignore[arg-type] - the trade path makes no REST request
+        positions_info=None,  # type: ignore[arg-type]
+        hlp_info=None,  # type: ignore[arg-type]
+        vaults={},
+        liquidators=frozenset({LIQUIDATOR}),
+        open_stream=None,  # type: ignore[arg-type]
+        samples=list,
+        quarantined=lambda: 0,
+        rest_polls_per_minute=378.0,  # the default positions share of the budget
+    )
+    storage = SimpleNamespace(writer=writer, target=None)
+    collector = Collector(settings, storage, sources)  # type: ignore[arg-type]
+    coins = [c for c, _, _ in COINS]
+    collector.stream = MarketStream("ws://127.0.0.1:1/ws", coins, on_trades=collector.sink)
+    return collector
 
 
 def _cpu_per_trade(feed: Any, frames: list[bytes], trades: int) -> float:
@@ -106,25 +104,25 @@ def run(
         frames = [maker.frame(frame_size).encode() for _ in range(trades // frame_size)]
         with tempfile.TemporaryDirectory(prefix="hyperflux-trade-path-") as tmp:
             sink = CountingSink()
-            registry = AddressRegistry(Path(tmp) / "addresses.sqlite")
-            stream, _, _ = wire(sink, registry)
+            collector = wire(sink, Path(tmp) / "plain")
+            stream = collector.stream
+            assert isinstance(stream, MarketStream)
             if addresses > trades:  # first pass: discovering; measure the second, steady one
                 discovering.append(_cpu_per_trade(stream.handle_frame, frames, trades))
                 frames = [maker.frame(frame_size).encode() for _ in range(trades // frame_size)]
             whole.append(_cpu_per_trade(stream.handle_frame, frames, trades))
             validation.append(_cpu_per_trade(parse_ws_message, frames, trades))
             assert sink.lines >= trades, "every trade becomes a point"
-            registry.close()
+            collector.registry.close()
             # every trader polled once: each trade now moves two accounts of the position book
-            registry = AddressRegistry(Path(tmp) / "booked.sqlite")
-            stream, _, positions = wire(sink, registry)
+            collector = wire(sink, Path(tmp) / "booked")
             flat, _ = parse_clearinghouse_state(FLAT_ACCOUNT)
-            assert flat is not None and positions.book is not None
+            assert flat is not None and isinstance(collector.stream, MarketStream)
             for i in range(addresses):
-                positions.book.reconcile(address(i), flat, 0)
+                collector.book.reconcile(address(i), flat, 0)
             frames = [maker.frame(frame_size).encode() for _ in range(trades // frame_size)]
-            booked.append(_cpu_per_trade(stream.handle_frame, frames, trades))
-            registry.close()
+            booked.append(_cpu_per_trade(collector.stream.handle_frame, frames, trades))
+            collector.registry.close()
     best = min(whole)
     result: dict[str, Any] = {
         "addresses": addresses,

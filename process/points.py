@@ -15,8 +15,8 @@ in it (seed the allocator from InfluxDB with the same series and keys after a re
 - liquidations: series ("liquidations", coin, side, method), key `tid`;
 - positions: series ("positions", coin, side), key `address` at the poll's ms (two addresses
   polled in one instant are two points);
-- position_changes: series ("position_changes", coin, kind), key (address, tid) at the fill's
-  ms (a poll's change: tid 0, at the snapshot's ms).
+- position_changes: series ("position_changes", coin, kind), key 2 x tid + 1 for the seller's
+  fill (a poll's change: tid 0, keyed by its address) at the fill's (snapshot's) ms.
 
 Points unique by their tags are stamped at exactly `time_ms * 10**6`: asset_ctx (one per coin per
 poll), hlp_positions and hlp_equity (one per vault, coin and side per poll), trade_gaps (at the
@@ -286,8 +286,14 @@ class PointBuilder:
             "tid": tid,
         }
         series = (POSITION_CHANGES.name, change.coin, change.kind)
+        # an int key takes the allocator's fast path: the two parties of one trade differ by
+        # the direction of their fill, a poll's change (tid 0) by its address
+        if tid:
+            key = tid * 2 + (change.szi_after < change.szi_before)
+        else:
+            key = -int(change.address[2:18] or "0", 16)
         try:
-            time_ns = self.allocator.allocate(series, change.time_ms, (change.address, tid))
+            time_ns = self.allocator.allocate(series, change.time_ms, key)
             return encode_point(
                 POSITION_CHANGES.name, {"coin": change.coin, "kind": change.kind}, fields, time_ns
             )

@@ -27,6 +27,7 @@ from utils.errors import HyperfluxError
 from validate import AssetCtx, ClearinghouseState, Meta, Position, Trade
 
 log = logging.getLogger(__name__)
+HOUR_MS = 3_600_000
 _ZERO = Decimal(0)
 
 
@@ -120,6 +121,8 @@ class AssetCtxJob:
         self.listed = [a.name for a in meta.universe if not a.is_delisted]
         if self.book is not None:
             self.book.set_market({c.coin: c.mark_px for c in ctxs}, rules_from_meta(meta))
+            hour_ms = now_ms() // HOUR_MS * HOUR_MS  # the settlement this poll follows
+            self.book.apply_funding({c.coin: (c.funding, c.oracle_px) for c in ctxs}, hour_ms)
 
 
 @dataclass

@@ -220,3 +220,22 @@ def test_trades_while_the_first_poll_is_on_its_way_are_applied_over_its_snapshot
     book.poll_failed(BOB)
     book.apply_trades([trade(CAROL, BOB, "1", "100", T0 + 50)])
     assert book._first_polls == {}
+
+
+def test_hourly_funding_moves_cash_once_and_spares_snapshots_that_hold_it() -> None:
+    book, _ = book_with(ALICE, BOB)
+    book.apply_trades([trade(ALICE, BOB, "2", "100", T0 + 1)])  # Alice long 2, Bob short 2
+    cash = {a: book.accounts[a].cross_raw_usd for a in (ALICE, BOB)}
+    hour = T0 + 3_600_000
+    rates = {"BTC": (D("0.0001"), D("101")), "ETH": (D("0.0002"), D("50"))}
+    assert book.apply_funding(rates, hour) == 2
+    assert book.accounts[ALICE].cross_raw_usd == cash[ALICE] - 2 * D("101") * D("0.0001")
+    assert book.accounts[BOB].cross_raw_usd == cash[BOB] + 2 * D("101") * D("0.0001")
+    assert book.apply_funding(rates, hour) == 0  # once per settlement
+    book.reconcile(ALICE, state(hour + 5, "900.0", {"BTC": ("2", "100")}), hour + 5)
+    assert book.apply_funding(rates, hour + 3_600_000) == 2
+    assert book.apply_funding(rates, hour + 2 * 3_600_000) == 2
+    later = hour + 3 * 3_600_000
+    book.reconcile(BOB, state(later + 5, "900.0", {"BTC": ("-2", "100")}), later + 5)
+    assert book.apply_funding(rates, later) == 1  # Bob's snapshot already holds it
+    assert book.accounts[BOB].cross_raw_usd == D("900.0")

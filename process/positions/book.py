@@ -7,6 +7,8 @@ of the account moves it exactly as the exchange does:
 - size: the buyer's `szi += sz`, the seller's `szi -= sz`;
 - entry price: size-weighted on an increase, unchanged on a decrease, the fill price on a flip
   or an opening, gone on a close;
+- funding: every hour each position pays (or receives) `szi x oracle price x rate` from the
+  latest published rates (`apply_funding`);
 - cash: the cross account's raw USD (`crossMarginSummary.totalRawUsd`) moves by
   `-signed_sz * px - fee`, with the base-tier fee (taker 0.045 %, maker 0.015 %: the exchange
   does not publish an account's tier; polls correct it). An isolated position's raw USD moves
@@ -146,6 +148,7 @@ class PositionBook:
         self.marks: Mapping[str, Decimal] = {}
         self.rules: Mapping[str, MarginRule] = {}
         self._first_polls: dict[str, list[Fill]] = {}  # address -> its fills meanwhile
+        self.funded_ms = 0  # the last funding settlement applied
 
     def set_market(self, marks: Mapping[str, Decimal], rules: Mapping[str, MarginRule]) -> None:
         """The latest mark prices and margin rules (every asset-context poll)."""
@@ -329,6 +332,34 @@ class PositionBook:
                     )
                 )
         return drift
+
+    # -- funding ---------------------------------------------------------------------------------
+
+    def apply_funding(self, rates: Mapping[str, tuple[Decimal, Decimal]], hour_ms: int) -> int:
+        """The hourly settlement at `hour_ms`: each position pays `szi x oracle price x rate`
+        (longs pay a positive rate, shorts receive it) from the cross cash, or its isolated
+        margin; `rates` is coin -> (hourly rate, oracle price), the latest published (an
+        estimate of the settled one: polls correct it). Accounts whose snapshot is newer already
+        hold it; an hour is applied once. Returns how many positions paid or received."""
+        if hour_ms <= self.funded_ms:
+            return 0
+        self.funded_ms = hour_ms
+        paid = 0
+        for account in self.accounts.values():
+            if account.snapshot_ms >= hour_ms:
+                continue
+            for coin, position in account.positions.items():
+                rate = rates.get(coin)
+                if rate is None:
+                    continue
+                payment = position.szi * rate[1] * rate[0]
+                if position.leverage_type == "isolated" and position.raw_usd is not None:
+                    position.raw_usd -= payment
+                else:
+                    account.cross_raw_usd -= payment
+                account.cash_estimated = True
+                paid += 1
+        return paid
 
     # -- gaps ------------------------------------------------------------------------------------
 

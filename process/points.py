@@ -113,6 +113,7 @@ class PointBuilder:
         self.on_skip = on_skip
         self.skipped = 0
         self._trade_prefixes: dict[tuple[str, str], str] = {}
+        self._change_prefixes: dict[tuple[str, str], str] = {}
 
     def _skip(self, record: object, error: ValueError) -> None:
         self.skipped += 1
@@ -275,16 +276,12 @@ class PointBuilder:
             return None
 
     def position_change(self, change: PositionChange) -> str | None:
-        """The `position_changes` point of one change (None if it cannot be stored)."""
+        """The `position_changes` point of one change (None if it cannot be stored).
+
+        On the trade path (a change from a fill): formatted directly, decimals as their exact
+        text, as `trades` does; anything unusual (an exponent, a character to escape) takes
+        `encode_point`."""
         tid = change.tid or 0
-        fields = {
-            "address": change.address,
-            "szi_before": float(change.szi_before),
-            "szi_after": float(change.szi_after),
-            "px": _opt(change.px),
-            "source": change.source,
-            "tid": tid,
-        }
         series = (POSITION_CHANGES.name, change.coin, change.kind)
         # an int key takes the allocator's fast path: the two parties of one trade differ by
         # the direction of their fill, a poll's change (tid 0) by its address
@@ -294,6 +291,29 @@ class PointBuilder:
             key = -int(change.address[2:18] or "0", 16)
         try:
             time_ns = self.allocator.allocate(series, change.time_ms, key)
+            px = change.px
+            if px is not None:
+                before, after, spx = str(change.szi_before), str(change.szi_after), str(px)
+                text = before + after + spx + change.address + change.source
+                if not any(c in text for c in 'EIN"\\'):
+                    prefix = self._change_prefixes.get((change.coin, change.kind))
+                    if prefix is None:
+                        prefix = series_prefix(
+                            series[0], {"coin": change.coin, "kind": change.kind}
+                        )
+                        self._change_prefixes[(change.coin, change.kind)] = prefix
+                    return (
+                        f'{prefix} address="{change.address}",szi_before={before},'
+                        f'szi_after={after},px={spx},source="{change.source}",tid={tid}i {time_ns}'
+                    )
+            fields = {
+                "address": change.address,
+                "szi_before": float(change.szi_before),
+                "szi_after": float(change.szi_after),
+                "px": _opt(px),
+                "source": change.source,
+                "tid": tid,
+            }
             return encode_point(
                 POSITION_CHANGES.name, {"coin": change.coin, "kind": change.kind}, fields, time_ns
             )

@@ -12,7 +12,14 @@ import pytest
 
 from db.local_server import LocalInfluxd
 from tests.conftest import influxql
-from tests.test_pipeline import VAULTS, collector_env, start_collector, stop_collector, subscribed
+from tests.test_pipeline import (
+    VAULTS,
+    collector_env,
+    count,
+    start_collector,
+    stop_collector,
+    subscribed,
+)
 
 
 @pytest.mark.timeout(180)
@@ -31,7 +38,11 @@ async def test_every_poll_finds_the_book_exact_and_changes_match_the_ledger(
         sim.set_rate(30)
         await asyncio.sleep(35)  # every address is polled a few times meanwhile
         sim.pause()
-        await asyncio.sleep(3)
+        changes = 'SELECT COUNT("tid") FROM "position_changes"'
+        last = -1
+        while (now := await asyncio.to_thread(count, server.url, changes)) != last:
+            last = now  # every point landed (a stop leaves what is late in the spool)
+            await asyncio.sleep(2)
     finally:
         code, _ = await stop_collector(process)
     log = log_path.read_text()

@@ -144,6 +144,7 @@ async def open_sources(settings: Settings, client: InfoClient) -> Sources:
     info = HyperliquidInfo(client, quarantine, budget=budget.lane(Priority.MARKET))
     backfill = HyperliquidInfo(client, quarantine, budget=budget.lane(Priority.BACKFILL))
     hlp = HyperliquidInfo(client, quarantine, budget=budget.lane(Priority.HLP))
+    profiles = HyperliquidInfo(client, quarantine, budget=budget.lane(Priority.PROFILES))
     positions_lane = budget.lane(Priority.POSITIONS, cap=settings.jobs_positions_share)
     vaults = await discover_hlp(hlp, settings.hl_hlp_vault, tuple(settings.hl_liquidators))
     streams: list[MarketStream] = []
@@ -168,6 +169,7 @@ async def open_sources(settings: Settings, client: InfoClient) -> Sources:
         info=info,
         positions_info=HyperliquidInfo(client, quarantine, budget=positions_lane),
         hlp_info=hlp,
+        profiles_info=profiles,
         vaults={address: vaults.name_of(address) for address in vaults.addresses},
         liquidators=vaults.liquidators,
         open_stream=open_stream,

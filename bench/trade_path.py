@@ -73,6 +73,7 @@ def wire(writer: PointSink, data_dir: Path) -> Collector:
         info=None,  # type: ignore[arg-type] - the trade path makes no REST request
         positions_info=None,  # type: ignore[arg-type]
         hlp_info=None,  # type: ignore[arg-type]
+        profiles_info=None,  # type: ignore[arg-type]
         vaults={},
         liquidators=frozenset({LIQUIDATOR}),
         open_stream=None,  # type: ignore[arg-type]

@@ -57,8 +57,8 @@ class HyperliquidInfo:
         self.quarantine = quarantine
         self.budget = budget
 
-    async def _get(self, payload: dict[str, Any]) -> bytes:
-        return await self.client.post(payload, budget=self.budget)
+    async def _get(self, payload: dict[str, Any], items_estimate: int | None = None) -> bytes:
+        return await self.client.post(payload, budget=self.budget, items_estimate=items_estimate)
 
     def _keep(self, info_type: str, rejected: Sequence[Rejected]) -> None:
         if self.quarantine is not None:
@@ -126,6 +126,23 @@ class HyperliquidInfo:
         rates, rejected = parse_funding_history(await self._get(payload))
         self._keep("fundingHistory", rejected)
         return rates
+
+    async def user_fills_by_time(
+        self, user: str, start_ms: int, end_ms: int, items_estimate: int = 40
+    ) -> list[Fill]:
+        """The account's fills with start_ms <= time <= end_ms (both inclusive), oldest first;
+        `items_estimate` bounds the weight reserved (20 + 1 per 20 fills): a narrow window
+        holds few."""
+        payload = {
+            "type": "userFillsByTime",
+            "user": user,
+            "startTime": start_ms,
+            "endTime": end_ms,
+            "aggregateByTime": False,
+        }
+        fills, rejected = parse_user_fills(await self._get(payload, items_estimate))
+        self._keep("userFillsByTime", rejected)
+        return fills
 
     async def user_fills(self, user: str) -> list[Fill]:
         body = await self._get({"type": "userFills", "user": user, "aggregateByTime": False})

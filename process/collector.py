@@ -39,7 +39,8 @@ from process.jobs import (
     UniverseJob,
     now_ms,
 )
-from process.liquidations import LiquidationDetector
+from process.liquidation_confirm import FillSource, LiquidationConfirmer
+from process.liquidations import LiquidationDetector, LiquidationEvent
 from process.points import GapRecord, PointBuilder
 from process.poll_scheduler import PollScheduler
 from process.positions.book import PositionBook, PositionChange
@@ -116,6 +117,7 @@ class Sources:
     info: MarketSource  # market data: the REST budget's market lane
     positions_info: MarketSource  # the positions lane
     hlp_info: MarketSource  # the HLP lane
+    profiles_info: FillSource  # the profiles lane: a victim's fills confirm a liquidation
     vaults: Mapping[str, str]  # HLP parent and children: address -> name
     liquidators: frozenset[str]
     open_stream: Callable[[StreamHandlers, bool], Stream]  # (handlers, backfill)
@@ -171,12 +173,16 @@ class Collector:
             accepted=lambda: writer.accepted_lines,
             durable=lambda: writer.durable_through,
         )
+        self.confirmer = LiquidationConfirmer(
+            sources.profiles_info, self.builder, self.writer, on_confirmed=self._confirmed
+        )
         self.sink = TradeSink(
             self.builder,
             self.writer,
             self.detector,
             discover=self._traded,
             handed_over=self._handed_over,
+            confirm_market=self.confirmer.candidate,
             store=self.market_data,
         )
         self.asset_ctx = AssetCtxJob(sources.info, self.builder, self.writer, self.book)
@@ -229,6 +235,7 @@ class Collector:
         if self.market_data:
             runner.add("asset_ctx", self.asset_ctx, self.settings.jobs_asset_ctx_interval)
             runner.add("hlp", self.hlp, self.settings.jobs_hlp_interval)
+            runner.add("liquidation_confirm", self.confirmer, 1.0, start_now=False)
         runner.add("positions", self.positions, 1.0)
         runner.add("position_updates", self.position_updates, 1.0, start_now=False)
         runner.add("registry_flush", self._flush_registry, REGISTRY_FLUSH_EVERY, start_now=False)
@@ -349,6 +356,9 @@ class Collector:
         self.book.apply_trades(trades)
         self.positions.discover(trades, time_ms)
 
+    def _confirmed(self, event: LiquidationEvent) -> None:
+        self.sink.liquidations += 1
+
     def _position_changed(self, change: PositionChange) -> None:
         self.position_changes += 1
         self.position_updates.changed(change)
@@ -396,6 +406,24 @@ class Collector:
         out = [
             Sample("trades_total", "counter", "trades handed to the writer", self.sink.trades),
             Sample("liquidations_total", "counter", "liquidations found", self.sink.liquidations),
+            Sample(
+                "market_liquidation_candidates_total",
+                "counter",
+                "trades the book took for market liquidations",
+                self.confirmer.candidates,
+            ),
+            Sample(
+                "market_liquidations_confirmed_total",
+                "counter",
+                "candidates the victim's fills confirmed",
+                self.confirmer.confirmed,
+            ),
+            Sample(
+                "market_liquidations_rejected_total",
+                "counter",
+                "candidates the victim's fills showed were ordinary trades",
+                self.confirmer.rejected,
+            ),
             Sample("trade_gaps_total", "counter", "trade gaps recorded", self.sink.gaps),
             Sample(
                 "trade_lag_seconds",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
 
-from process.liquidations import LiquidationDetector
+from process.liquidations import LiquidationDetector, LiquidationEvent
 from process.points import GapRecord, PointBuilder
 from process.poll_scheduler import PollScheduler
 from process.positions.book import PositionBook
@@ -61,6 +61,9 @@ class TradeSink:
     discover: Callable[[list[Trade], int], None] | None = None
     handed_over: Callable[[str, int, int], None] | None = None
     """Called after the writer took a coin's trades: (coin, oldest ms, newest ms)."""
+    confirm_market: Callable[[LiquidationEvent], None] | None = None
+    """Where market liquidations go to be confirmed (`LiquidationConfirmer.candidate`) instead
+    of being written at once."""
     store: bool = True
     trades: int = 0
     liquidations: int = 0
@@ -73,6 +76,11 @@ class TradeSink:
         if self.store:
             lines = self.builder.trades(trades)
             events = self.detector.detect(trades)
+            if events and self.confirm_market is not None:
+                for event in events:
+                    if event.method == "market":
+                        self.confirm_market(event)
+                events = [e for e in events if e.method != "market"]
             if events:
                 lines += self.builder.liquidations(events)
                 self.liquidations += len(events)

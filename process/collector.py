@@ -66,6 +66,7 @@ UNIVERSE_CHECK_EVERY = 60.0
 STATUS_FIELDS = (
     "trades_total",
     "liquidations_total",
+    "market_liquidation_candidates_total",
     "points_written_total",
     "points_spooled_total",
     "spool_points",

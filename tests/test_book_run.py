@@ -71,3 +71,60 @@ async def test_every_poll_finds_the_book_exact_and_changes_match_the_ledger(
     stored = {(r["address"], r["coin"], r["tid"], Decimal(repr(r["szi_after"]))) for r in rows}
     assert expected and stored == expected
     assert len(rows) == len(expected)
+
+
+@pytest.mark.timeout(180)
+async def test_market_liquidations_of_tracked_accounts_are_caught_and_none_invented(
+    simulator, make_influxd, tmp_path
+):
+    """Prices swing, and the exchange liquidates the accounts whose mark crosses their
+    liquidation price (30 % backstop, the rest market orders). Every market liquidation stored
+    is one the exchange made; those of accounts the book tracked are counted."""
+    sim = await simulator(
+        seed=21, rate=0, evolve_interval=0, n_addresses=60, near_liq_fraction=0.5,
+        price_sigma=1.5e-3,
+    )  # fmt: skip
+    server: LocalInfluxd = make_influxd()
+    log_path = tmp_path / "collector.log"
+    env = collector_env(
+        sim,
+        server,
+        tmp_path / "data",
+        HYPERFLUX_JOBS_POSITIONS_SHARE="0.7",
+        HYPERFLUX_JOBS_ASSET_CTX_INTERVAL="1",
+    )
+    process = await start_collector(env, log_path)
+    try:
+        await subscribed(log_path)
+        await asyncio.sleep(12)  # every account polled once: the book tracks them
+        sim.set_rate(40)
+        await asyncio.sleep(30)
+        sim.pause()
+        await asyncio.sleep(4)  # the last candidates checked
+    finally:
+        code, _ = await stop_collector(process)
+    log = log_path.read_text()
+    assert code == 0 and "Traceback" not in log, log[-3000:]
+    rows = influxql(
+        server.url,
+        """SELECT "tid", "coin", "side", "user" FROM "liquidations" WHERE "method" = 'market'""",
+        "hyperliquid",
+    )
+    stored = {(r["coin"], r["side"], r["tid"], r["user"]) for r in rows}
+    made = {(r.coin, r.side, r.tid, r.user) for r in sim.ledger.liquidations_of(method="market")}
+    assert stored <= made  # nothing invented
+    polled: dict[str, int] = {}
+    for served in sim.ledger.positions:
+        polled.setdefault(served.address, served.time)
+    tracked = {
+        (r.coin, r.side, r.tid, r.user)
+        for r in sim.ledger.liquidations_of(method="market")
+        if r.user in polled and polled[r.user] < r.time
+    }
+    status = dict(re.findall(r"(\w+)=(\d+)", log.split("status at stop:")[-1].splitlines()[0]))
+    print(
+        f"\nmarket liquidations: made {len(made)} ({len(tracked)} of accounts polled before), "
+        f"stored {len(stored)} ({len(stored & tracked)} of those), "
+        f"candidates {status.get('market_liquidation_candidates')}"
+    )
+    assert stored, "the book catches market liquidations of the accounts it tracks"

@@ -401,30 +401,10 @@ class Collector:
 
     def samples(self) -> list[Sample]:
         writer, stats, positions = self.writer, self.writer.stats, self.positions
-        book = self.book
-        book_exact, book_total = book.exact_share()
         quarantined = self.sources.quarantined()
         out = [
             Sample("trades_total", "counter", "trades handed to the writer", self.sink.trades),
             Sample("liquidations_total", "counter", "liquidations found", self.sink.liquidations),
-            Sample(
-                "market_liquidation_candidates_total",
-                "counter",
-                "trades the book took for market liquidations",
-                self.confirmer.candidates,
-            ),
-            Sample(
-                "market_liquidations_confirmed_total",
-                "counter",
-                "candidates the victim's fills confirmed",
-                self.confirmer.confirmed,
-            ),
-            Sample(
-                "market_liquidations_rejected_total",
-                "counter",
-                "candidates the victim's fills showed were ordinary trades",
-                self.confirmer.rejected,
-            ),
             Sample("trade_gaps_total", "counter", "trade gaps recorded", self.sink.gaps),
             Sample(
                 "trade_lag_seconds",
@@ -444,42 +424,7 @@ class Collector:
             Sample("positions_polled_total", "counter", "positions polls", positions.polls),
             Sample("positions_failed_total", "counter", "failed polls", positions.failures),
             Sample("addresses_tracked", "gauge", "addresses in the poll set", len(self.registry)),
-            Sample("book_accounts", "gauge", "accounts the position book holds", len(book)),
-            Sample("book_positions", "gauge", "open positions in the book", book_total),
-            Sample(
-                "book_positions_exact",
-                "gauge",
-                "open positions reconciled by a poll and moved only by trades seen since",
-                book_exact,
-            ),
-            Sample(
-                "book_fills_total",
-                "counter",
-                "fills that moved the book",
-                book.stats.trades_applied,
-            ),
-            Sample(
-                "book_polls_total", "counter", "polls of accounts in the book", book.stats.polls
-            ),
-            Sample(
-                "book_polls_drift_total",
-                "counter",
-                "polls that found the book's sizes different from the exchange's",
-                book.stats.polls_with_drift,
-            ),
-            Sample(
-                "book_drift_usd_total",
-                "counter",
-                "USD of the size differences polls found",
-                book.stats.drift_usd,
-            ),
             Sample("position_changes_total", "counter", "position changes", self.position_changes),
-            Sample(
-                "position_updates_total",
-                "counter",
-                "positions points written from the book between polls",
-                self.position_updates.points,
-            ),
             Sample("quarantined_total", "counter", "records failing validation", quarantined),
             Sample(
                 "hl_reachable",
@@ -488,6 +433,7 @@ class Collector:
                 float(self.stream is not None and self.stream.connected),
             ),
         ]
+        out += self.book.samples() + self.position_updates.samples() + self.confirmer.samples()
         return out + self.sources.samples() + self.runner.samples()
 
 

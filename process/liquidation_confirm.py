@@ -27,6 +27,7 @@ from process.liquidations import LiquidationEvent
 from process.points import PointBuilder
 from process.storage_ports import PointSink
 from utils.errors import HyperfluxError
+from utils.metrics import Sample
 from validate import Fill
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,34 @@ class LiquidationConfirmer:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    def samples(self) -> list[Sample]:
+        return [
+            Sample(
+                "market_liquidation_candidates_total",
+                "counter",
+                "trades the book took for market liquidations",
+                self.candidates,
+            ),
+            Sample(
+                "market_liquidations_confirmed_total",
+                "counter",
+                "candidates the victim's fills confirmed",
+                self.confirmed,
+            ),
+            Sample(
+                "market_liquidations_rejected_total",
+                "counter",
+                "candidates the victim's fills showed were ordinary trades",
+                self.rejected,
+            ),
+            Sample(
+                "market_liquidations_dropped_total",
+                "counter",
+                "candidates dropped unchecked (more waited than max_pending)",
+                self.dropped,
+            ),
+        ]
 
     async def __call__(self) -> None:
         failures: list[str] = []

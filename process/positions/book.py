@@ -42,6 +42,7 @@ from decimal import Decimal
 from typing import Literal, NamedTuple
 
 from process.positions.margin import MarginRule, account_margin
+from utils.metrics import Sample
 from validate import ClearinghouseState, Trade
 
 ZERO = Decimal(0)
@@ -372,6 +373,36 @@ class PositionBook:
                 account.uncertain.add(coin)
                 touched += 1
         return touched
+
+    def samples(self) -> list[Sample]:
+        exact, total = self.exact_share()
+        stats = self.stats
+        return [
+            Sample("book_accounts", "gauge", "accounts the position book holds", len(self)),
+            Sample("book_positions", "gauge", "open positions in the book", total),
+            Sample(
+                "book_positions_exact",
+                "gauge",
+                "open positions reconciled by a poll and moved only by trades seen since",
+                exact,
+            ),
+            Sample(
+                "book_fills_total", "counter", "fills that moved the book", stats.trades_applied
+            ),
+            Sample("book_polls_total", "counter", "polls of accounts in the book", stats.polls),
+            Sample(
+                "book_polls_drift_total",
+                "counter",
+                "polls that found the book's sizes different from the exchange's",
+                stats.polls_with_drift,
+            ),
+            Sample(
+                "book_drift_usd_total",
+                "counter",
+                "USD of the size differences polls found",
+                stats.drift_usd,
+            ),
+        ]
 
     def exact_share(self) -> tuple[int, int]:
         """(exact, all) open positions."""

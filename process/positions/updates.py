@@ -21,6 +21,7 @@ from typing import NamedTuple
 from process.points import PointBuilder
 from process.positions.book import PositionBook, PositionChange
 from process.storage_ports import PointSink
+from utils.metrics import Sample
 
 MIN_INTERVAL_MS = 5_000
 
@@ -52,6 +53,16 @@ class PositionUpdates:
         self.points = 0
         self._moved: dict[tuple[str, str], str | None] = {}  # -> side written last (None: flat)
         self._written_at: dict[tuple[str, str], int] = {}
+
+    def samples(self) -> list[Sample]:
+        return [
+            Sample(
+                "position_updates_total",
+                "counter",
+                "positions points written from the book between polls",
+                self.points,
+            )
+        ]
 
     def changed(self, change: PositionChange) -> None:
         """A trade moved a position (`PositionBook.on_change`); polls write their own points."""

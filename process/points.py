@@ -67,21 +67,9 @@ _HLP_EQUITY = HLP_EQUITY.name
 _TRADE_GAPS = TRADE_GAPS.name
 
 
-class PositionValues(Protocol):
-    """A position's figures at the latest mark (`process.positions.updates`)."""
-
-    @property
-    def szi(self) -> Decimal: ...
-    @property
-    def size_usd(self) -> Decimal: ...
-    @property
-    def entry_px(self) -> Decimal | None: ...
-    @property
-    def liq_px(self) -> Decimal | None: ...
-    @property
-    def leverage(self) -> Decimal | None: ...
-    @property
-    def unrealized_pnl(self) -> Decimal: ...
+PositionFigures = tuple[Decimal, Decimal, Decimal | None, Decimal | None, Decimal | None, Decimal]
+"""A position's (szi, size_usd, entry_px, liq_px, leverage, unrealized_pnl) for `positions`
+(e.g. `process.positions.updates.Values`)."""
 
 
 class GapRecord(Protocol):
@@ -216,27 +204,12 @@ class PointBuilder:
         not open in `state`."""
         lines: list[str] = []
         for p, coin, side in _open_then_closed(state, closed):
-            tags = {"coin": coin, "side": side}
             try:
-                if p is None:  # a closing point
-                    fields = {
-                        "address": address,
-                        "szi": 0.0,
-                        "size_usd": 0.0,
-                        "unrealized_pnl": 0.0,
-                    }
-                else:
-                    fields = {
-                        "address": address,
-                        "szi": float(p.szi),
-                        "size_usd": float(p.position_value),
-                        "entry_px": _opt(p.entry_px),
-                        "liq_px": _opt(p.liquidation_px),
-                        "leverage": float(p.leverage),
-                        "unrealized_pnl": float(p.unrealized_pnl),
-                    }
-                time_ns = self.allocator.allocate((_POSITIONS, coin, side), time_ms, address)
-                lines.append(encode_point(_POSITIONS, tags, fields, time_ns))
+                figures: PositionFigures | None = None
+                if p is not None:
+                    figures = (p.szi, p.position_value, p.entry_px, p.liquidation_px,
+                               Decimal(p.leverage), p.unrealized_pnl)  # fmt: skip
+                lines.append(self._position_line(address, coin, side, figures, time_ms))
             except ValueError as error:
                 self._skip((coin, side) if p is None else p, error)
         return lines
@@ -246,12 +219,28 @@ class PointBuilder:
         address: str,
         coin: str,
         side: str,
-        values: PositionValues | None,
+        figures: PositionFigures | None,
         time_ms: int,
     ) -> str | None:
-        """A `positions` point of one position as the book holds it between polls (`values`),
-        or its closing point (None: szi 0, as a poll writes it)."""
-        if values is None:
+        """A `positions` point of one position as the book holds it between polls, or its
+        closing point (None: szi 0, as a poll writes it); None if it cannot be stored."""
+        try:
+            return self._position_line(address, coin, side, figures, time_ms)
+        except ValueError as error:
+            self._skip((address, coin, side), error)
+            return None
+
+    def _position_line(
+        self,
+        address: str,
+        coin: str,
+        side: str,
+        figures: PositionFigures | None,
+        time_ms: int,
+    ) -> str:
+        """One `positions` point of `figures`, or None for the closing point (szi, size and
+        PnL 0; the rest left out). ValueError if it cannot be stored."""
+        if figures is None:
             fields: dict[str, object] = {
                 "address": address,
                 "szi": 0.0,
@@ -259,21 +248,18 @@ class PointBuilder:
                 "unrealized_pnl": 0.0,
             }
         else:
+            szi, size_usd, entry_px, liq_px, leverage, pnl = figures
             fields = {
                 "address": address,
-                "szi": float(values.szi),
-                "size_usd": float(values.size_usd),
-                "entry_px": _opt(values.entry_px),
-                "liq_px": _opt(values.liq_px),
-                "leverage": _opt(values.leverage),
-                "unrealized_pnl": float(values.unrealized_pnl),
+                "szi": float(szi),
+                "size_usd": float(size_usd),
+                "entry_px": _opt(entry_px),
+                "liq_px": _opt(liq_px),
+                "leverage": _opt(leverage),
+                "unrealized_pnl": float(pnl),
             }
-        try:
-            time_ns = self.allocator.allocate((_POSITIONS, coin, side), time_ms, address)
-            return encode_point(_POSITIONS, {"coin": coin, "side": side}, fields, time_ns)
-        except ValueError as error:
-            self._skip((address, coin, side), error)
-            return None
+        time_ns = self.allocator.allocate((_POSITIONS, coin, side), time_ms, address)
+        return encode_point(_POSITIONS, {"coin": coin, "side": side}, fields, time_ns)
 
     def position_change(self, change: PositionChange) -> str | None:
         """The `position_changes` point of one change (None if it cannot be stored).

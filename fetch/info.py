@@ -52,7 +52,7 @@ class HyperliquidInfo:
         quarantine: Quarantine | None = None,
         budget: Budget | None = None,
     ) -> None:
-        """`budget`: a share of the client's budget (`client.budget.limited(...)`) for a job."""
+        """`budget`: a job's lane of the client's budget (`client.budget.lane(...)`)."""
         self.client = client
         self.quarantine = quarantine
         self.budget = budget

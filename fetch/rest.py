@@ -117,7 +117,7 @@ class InfoClient:
     """`POST {api_url}/info` with one pooled `httpx.AsyncClient`; use as an async context manager.
 
     Every caller shares `budget` (default: a new 1200-per-minute budget with a 10 % margin);
-    a job can pass its own `budget.limited(...)` share per call.
+    a job can pass its own lane (`budget.lane(...)`) per call.
     """
 
     def __init__(

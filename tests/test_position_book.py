@@ -239,3 +239,12 @@ def test_hourly_funding_moves_cash_once_and_spares_snapshots_that_hold_it() -> N
     book.reconcile(BOB, state(later + 5, "900.0", {"BTC": ("-2", "100")}), later + 5)
     assert book.apply_funding(rates, later) == 1  # Bob's snapshot already holds it
     assert book.accounts[BOB].cross_raw_usd == D("900.0")
+
+
+def test_a_trade_with_a_tracked_party_is_kept_for_the_other_partys_first_poll() -> None:
+    book, _ = book_with(ALICE)
+    book.polling(BOB)
+    book.apply_trades([trade(ALICE, BOB, "1", "100", T0 + 30)])  # after Bob's coming snapshot
+    book.reconcile(BOB, state(T0 + 20, "900.0", {"BTC": ("-2", "100")}), T0 + 40)
+    assert book.positions_of(BOB)["BTC"].szi == D(-3)
+    assert book.positions_of(ALICE)["BTC"].szi == D(1)

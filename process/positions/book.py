@@ -200,15 +200,17 @@ class PositionBook:
         for trade in trades:
             buyer = accounts.get(trade.buyer)
             seller = accounts.get(trade.seller)
-            if buyer is None and seller is None:
-                if first_polls:
-                    self._keep_for_first_poll(trade)
+            if buyer is None and seller is None and not first_polls:
                 continue
             taker_bought = trade.side == "buy"
             if buyer is not None:
                 self._fill(trade.buyer, buyer, trade, trade.sz, taker_bought)
+            elif first_polls:  # a party whose first poll is on its way
+                self._keep_for_first_poll(trade.buyer, trade, trade.sz, taker_bought)
             if seller is not None:
                 self._fill(trade.seller, seller, trade, -trade.sz, not taker_bought)
+            elif first_polls:
+                self._keep_for_first_poll(trade.seller, trade, -trade.sz, not taker_bought)
 
     def polling(self, address: str) -> None:
         """A poll of `address` is on its way. For an address not in the book yet, its trades
@@ -259,15 +261,12 @@ class PositionBook:
                 )
             )
 
-    def _keep_for_first_poll(self, trade: Trade) -> None:
-        taker_bought = trade.side == "buy"
-        for address, signed_sz, taker in (
-            (trade.buyer, trade.sz, taker_bought),
-            (trade.seller, -trade.sz, not taker_bought),
-        ):
-            kept = self._first_polls.get(address)
-            if kept is not None and len(kept) < MAX_FILLS_KEPT:
-                kept.append(Fill(trade.time_ms, trade.coin, signed_sz, trade.px, taker, trade.tid))
+    def _keep_for_first_poll(
+        self, address: str, trade: Trade, signed_sz: Decimal, taker: bool
+    ) -> None:
+        kept = self._first_polls.get(address)
+        if kept is not None and len(kept) < MAX_FILLS_KEPT:
+            kept.append(Fill(trade.time_ms, trade.coin, signed_sz, trade.px, taker, trade.tid))
 
     # -- polls -----------------------------------------------------------------------------------
 

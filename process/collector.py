@@ -258,6 +258,7 @@ class Collector:
         if self._stream_task is not None:
             self._stream_task.cancel()
             await asyncio.gather(self._stream_task, return_exceptions=True)
+        self.book.settle_checks()  # no trade arrives any more: the open drift checks end here
         if self.order_flow is not None:  # bars exact at shutdown: over everything that landed
             await _within(self.writer.flush(), left(0.5))
             try:

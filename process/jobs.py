@@ -252,6 +252,8 @@ class PositionsJob:
         return len(gone)
 
     async def __call__(self) -> None:
+        if self.book is not None:
+            self.book.settle_checks(now_ms())
         addresses = self.scheduler.next_batch(now_ms(), self.batch)
         if addresses:
             await asyncio.gather(*(self._poll(a) for a in addresses))

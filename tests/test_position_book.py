@@ -7,7 +7,13 @@ from dataclasses import replace
 from decimal import Decimal as D
 from typing import Any
 
-from process.positions.book import MAKER_FEE, TAKER_FEE, PositionBook, PositionChange
+from process.positions.book import (
+    CHECK_GRACE_MS,
+    MAKER_FEE,
+    TAKER_FEE,
+    PositionBook,
+    PositionChange,
+)
 from process.positions.margin import MarginRule
 from validate import ClearinghouseState, Trade, parse_clearinghouse_state
 
@@ -88,7 +94,7 @@ def book_with(*addresses: str) -> tuple[PositionBook, list[PositionChange]]:
     changes: list[PositionChange] = []
     book = PositionBook(on_change=changes.append)
     for address in addresses:
-        assert book.reconcile(address, state(T0, "1000.0", {}), T0) is None
+        book.reconcile(address, state(T0, "1000.0", {}), T0)
     return book, changes
 
 
@@ -141,23 +147,44 @@ def test_a_poll_keeps_the_fills_newer_than_its_snapshot_and_measures_no_drift_wh
     truth = state(
         T0 + 20, str(D("1000.0") - D("100") - D("100") * TAKER_FEE), {"BTC": ("1", "100")}
     )
-    drift = book.reconcile(ALICE, truth, T0 + 40)
-    assert drift is not None and drift.coins == 0 and drift.usd == 0
+    book.reconcile(ALICE, truth, T0 + 40)
     position = book.positions_of(ALICE)["BTC"]
     assert (position.szi, position.entry_px) == (D(3), (D(100) + 2 * D(120)) / 3)
-    book.apply_trades([trade(ALICE, BOB, "5", "100", T0 + 15)])  # late, already in the snapshot
+    book.apply_trades([trade(ALICE, BOB, "5", "100", T0 - 1)])  # already in both snapshots
     assert book.positions_of(ALICE)["BTC"].szi == D(3)
     assert book.stats.late_skipped == 1
+    assert book.settle_checks(T0 + 40 + CHECK_GRACE_MS - 1) == []  # not due yet
+    [(address, drift)] = book.settle_checks(T0 + 40 + CHECK_GRACE_MS)
+    assert address == ALICE and drift.coins == 0 and drift.usd == 0
     assert [c.source for c in changes] == ["trade", "trade"]
     assert book.stats.polls == 1 and book.stats.polls_with_drift == 0
+
+
+def test_a_trade_the_polls_answer_overtook_is_a_change_and_no_drift() -> None:
+    """The REST answer arrives before the WebSocket frame of a trade its snapshot holds: the
+    trade still changed the position since the book's figures, and the poll found nothing."""
+    book, changes = book_with(ALICE)
+    book.apply_trades([trade(ALICE, BOB, "1", "100", T0 + 10)])
+    book.reconcile(ALICE, state(T0 + 20, "900.0", {"BTC": ("3", "100")}), T0 + 20)
+    book.apply_trades([trade(ALICE, BOB, "2", "100", T0 + 19)])  # the frame, after the answer
+    assert book.positions_of(ALICE)["BTC"].szi == D(3)  # the snapshot held it already
+    [(_, drift)] = book.settle_checks()
+    assert drift.coins == 0 and book.stats.polls_with_drift == 0
+    assert book.stats.late_credited == 1
+    assert [(c.kind, c.szi_before, c.szi_after, c.time_ms, c.source) for c in changes] == [
+        ("entry", D(0), D(1), T0 + 10, "trade"),
+        ("increase", D(1), D(3), T0 + 19, "trade"),
+    ]
 
 
 def test_a_poll_that_finds_a_difference_counts_the_drift_and_reports_the_change() -> None:
     book, changes = book_with(ALICE)
     book.apply_trades([trade(ALICE, BOB, "1", "100", T0 + 10)])
     truth = state(T0 + 20, "900.0", {"BTC": ("1.5", "100"), "ETH": ("-2", "50")})  # missed fills
-    drift = book.reconcile(ALICE, truth, T0 + 20)
-    assert drift is not None and drift.coins == 2
+    book.reconcile(ALICE, truth, T0 + 20)
+    assert len(changes) == 1  # the difference is told once the trades in flight had their time
+    [(_, drift)] = book.settle_checks(T0 + 20 + CHECK_GRACE_MS)
+    assert drift.coins == 2
     assert drift.usd == float(D("0.5") * 100 + 2 * 50)
     assert [(c.coin, c.kind, c.szi_before, c.szi_after, c.source) for c in changes[1:]] == [
         ("BTC", "increase", D(1), D("1.5"), "poll"),

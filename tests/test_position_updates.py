@@ -84,6 +84,7 @@ async def test_nothing_is_written_without_a_mark_and_polls_write_their_own() -> 
     assert sink.lines == []  # no mark on this instance yet: the position waits
     book.reconcile(BOB, state(T0, "10000.0", {}), T0)
     book.reconcile(BOB, state(T0 + 5, "10000.0", {"BTC": ("1", "50")}), T0 + 5)  # a poll's change
+    assert len(book.settle_checks()) == 1
     book.set_market({"BTC": D("100")}, {"BTC": MarginRule.flat(20)})
     await updates()
     assert len(sink.lines) == 1 and ALICE in sink.lines[0]

@@ -18,7 +18,8 @@ of the account moves it exactly as the exchange does:
 Polls reconcile (`reconcile`): the snapshot carries the exchange's `time`; trades at or before it
 are in it, newer ones already applied are applied again on top of it (replays and backfills
 arrive late and out of order; the book keeps each account's fills of the last 90 s).
-Every reconcile measures the drift: what the book held against what the exchange served.
+Every reconcile measures the drift, what the book held against what the exchange served, a few
+seconds later (`settle_checks`): the REST answer often overtakes the trades its snapshot holds.
 
 Exactness: a position is *exact* when reconciled by a poll and moved only by trades seen since,
 with no recorded gap of its coin in between (`note_gap` marks every account's coin uncertain
@@ -52,6 +53,10 @@ FILL_MEMORY_MS = 90_000
 """Fills are kept this long (exchange time) to be applied again over a newer snapshot: a poll's
 snapshot is taken after its request left, and a request gives up within a minute (timeouts and
 retries), so an older fill is in any snapshot still to come."""
+CHECK_GRACE_MS = 5_000
+"""A poll's answer can overtake trades its snapshot holds (the WebSocket lags behind the REST
+answer): the book is compared with the snapshot this long after the poll, the trades that arrive
+meanwhile counted on the book's side."""
 MAX_FILLS_KEPT = 2000
 """At most this many within that time per account; past it the account is estimated until its
 next poll."""
@@ -132,6 +137,18 @@ class Drift:
     usd: float  # sum of |size difference| x price (entry, or the served mark)
 
 
+@dataclass(slots=True)
+class DriftCheck:
+    """A poll's snapshot against what the book held, until `due_ms` (wall clock)."""
+
+    after_ms: int  # the snapshot the book's figures started from
+    snapshot_ms: int
+    due_ms: int
+    held: dict[str, Decimal]  # coin -> the book's size as of the snapshot
+    served: dict[str, Decimal]  # coin -> the snapshot's size
+    prices: dict[str, Decimal]  # coin -> an entry price, for the USD of a difference
+
+
 @dataclass
 class BookStats:
     trades_applied: int = 0  # fills moved (each trade moves up to two accounts)
@@ -139,6 +156,7 @@ class BookStats:
     polls_with_drift: int = 0
     drift_usd: float = 0.0
     late_skipped: int = 0  # fills at or before a snapshot that already held them
+    late_credited: int = 0  # of which newer than the book's previous figures (see _late)
 
 
 class PositionBook:
@@ -149,6 +167,7 @@ class PositionBook:
         self.marks: Mapping[str, Decimal] = {}
         self.rules: Mapping[str, MarginRule] = {}
         self._first_polls: dict[str, list[Fill]] = {}  # address -> its fills meanwhile
+        self._checks: dict[str, DriftCheck] = {}  # address -> its last poll's, until settled
         self.funded_ms = 0  # the last funding settlement applied
 
     def set_market(self, marks: Mapping[str, Decimal], rules: Mapping[str, MarginRule]) -> None:
@@ -189,6 +208,7 @@ class PositionBook:
 
     def forget(self, address: str) -> None:
         self.accounts.pop(address, None)
+        self._checks.pop(address, None)
 
     # -- trades ----------------------------------------------------------------------------------
 
@@ -226,7 +246,7 @@ class PositionBook:
         self, address: str, account: Account, trade: Trade, signed_sz: Decimal, taker: bool
     ) -> None:
         if trade.time_ms <= account.snapshot_ms:
-            self.stats.late_skipped += 1  # the snapshot already holds it
+            self._late(address, trade, signed_sz)
             return
         self._apply(
             address, account, Fill(trade.time_ms, trade.coin, signed_sz, trade.px, taker, trade.tid)
@@ -270,9 +290,10 @@ class PositionBook:
 
     # -- polls -----------------------------------------------------------------------------------
 
-    def reconcile(self, address: str, state: ClearinghouseState, polled_ms: int) -> Drift | None:
-        """Take the exchange's state of `address` (its `time`, else `polled_ms`), apply again the
-        fills newer than it, and report the drift (None for an address seen the first time)."""
+    def reconcile(self, address: str, state: ClearinghouseState, polled_ms: int) -> None:
+        """Take the exchange's state of `address` (its `time`, else `polled_ms`) and apply again
+        the fills newer than it. For an address already in the book, what the book held is
+        compared with the snapshot `CHECK_GRACE_MS` later (`settle_checks`)."""
         snapshot_ms = state.time_ms if state.time_ms is not None else polled_ms
         fresh = Account(
             positions={
@@ -293,6 +314,7 @@ class PositionBook:
         )
         old = self.accounts.get(address)
         first = self._first_polls.pop(address, None)
+        served = {coin: p.szi for coin, p in fresh.positions.items()}
         if old is not None:
             for fill in sorted(old.fills):
                 if fill.time_ms > snapshot_ms:
@@ -303,35 +325,85 @@ class PositionBook:
             for fill in sorted(first or ()):  # traded while its first poll was on its way
                 if fill.time_ms > snapshot_ms:
                     self._apply(address, fresh, fill)
-            return None
-        drift = self._drift(address, old, fresh, snapshot_ms)
+            return
+        self._settle(address)  # a check still open from the previous poll
+        held = {coin: p.szi for coin, p in old.positions.items()}
+        for fill in old.fills:  # the book as of the snapshot: without the fills newer than it
+            if fill.time_ms > snapshot_ms:
+                held[fill.coin] = held.get(fill.coin, ZERO) - fill.signed_sz
+        prices = {c: p.entry_px for c, p in old.positions.items() if p.entry_px}
+        prices.update((c, p.entry_px) for c, p in fresh.positions.items() if p.entry_px)
+        self._checks[address] = DriftCheck(
+            old.snapshot_ms, snapshot_ms, polled_ms + CHECK_GRACE_MS, held, served, prices
+        )
         self.stats.polls += 1
-        if drift.coins:
-            self.stats.polls_with_drift += 1
-            self.stats.drift_usd += drift.usd
-        return drift
 
-    def _drift(self, address: str, old: Account, fresh: Account, snapshot_ms: int) -> Drift:
-        coins = set(old.positions) | set(fresh.positions)
+    def settle_checks(self, now_ms: int | None = None) -> list[tuple[str, Drift]]:
+        """Compare the book with the snapshots of the polls made `CHECK_GRACE_MS` before
+        `now_ms` (all of them if None, at stop): each difference left is drift, counted and
+        reported as a change found by the poll. Returns the drift of each check settled."""
+        settled: list[tuple[str, Drift]] = []
+        for address, check in list(self._checks.items()):
+            if now_ms is not None and check.due_ms > now_ms:
+                break  # in the order of the polls
+            drift = self._settle(address)
+            if drift is not None:
+                settled.append((address, drift))
+        return settled
+
+    def _settle(self, address: str) -> Drift | None:
+        check = self._checks.pop(address, None)
+        if check is None:
+            return None
         drift = Drift(0, 0.0)
-        for coin in sorted(coins):
-            was = old.positions.get(coin)
-            now = fresh.positions.get(coin)
-            before = ZERO if was is None else was.szi
-            after = ZERO if now is None else now.szi
+        for coin in sorted(set(check.held) | set(check.served)):
+            before = check.held.get(coin, ZERO)
+            after = check.served.get(coin, ZERO)
             kind = change_kind(before, after)
             if kind is None:
                 continue
-            price = next((p.entry_px for p in (now, was) if p is not None and p.entry_px), ZERO)
+            price = check.prices.get(coin, ZERO)
             drift.coins += 1
             drift.usd += float(abs(after - before) * price)
             if self.on_change is not None:
                 self.on_change(
                     PositionChange(
-                        address, coin, kind, before, after, price or None, snapshot_ms, "poll"
+                        address, coin, kind, before, after, price or None, check.snapshot_ms, "poll"
                     )
                 )
+        if drift.coins:
+            self.stats.polls_with_drift += 1
+            self.stats.drift_usd += drift.usd
         return drift
+
+    def _late(self, address: str, trade: Trade, signed_sz: Decimal) -> None:
+        """A fill at or before the account's snapshot: the snapshot holds it. If it is newer
+        than the snapshot before, the poll's answer overtook it (the WebSocket lags): it moved
+        the position since the book's previous figures, so it is a change, and it counts on the
+        book's side of the open check."""
+        check = self._checks.get(address)
+        if check is None or trade.time_ms <= check.after_ms:
+            self.stats.late_skipped += 1
+            return
+        before = check.held.get(trade.coin, ZERO)
+        after = before + signed_sz
+        check.held[trade.coin] = after
+        self.stats.late_credited += 1
+        kind = change_kind(before, after)
+        if kind is not None and self.on_change is not None:
+            self.on_change(
+                PositionChange(
+                    address,
+                    trade.coin,
+                    kind,
+                    before,
+                    after,
+                    trade.px,
+                    trade.time_ms,
+                    "trade",
+                    trade.tid,
+                )
+            )
 
     # -- funding ---------------------------------------------------------------------------------
 

@@ -59,6 +59,12 @@ def _freshness() -> dict[str, Any]:
     return freshness.run()
 
 
+def _book_accuracy() -> dict[str, Any]:
+    from bench import book_accuracy
+
+    return book_accuracy.run()
+
+
 def _e2e() -> dict[str, Any]:
     from bench import e2e
 
@@ -78,6 +84,7 @@ SECTIONS: dict[str, Callable[[], dict[str, Any]]] = {
     "trade_path": _trade_path,
     "engines": _engines,
     "freshness": _freshness,
+    "book_accuracy": _book_accuracy,
     "e2e": _e2e,
     "memory": _memory,
 }

@@ -124,6 +124,8 @@ class Account:
     uncertain: set[str] = field(default_factory=set)  # coins a recorded gap may have moved
     overflowed: bool = False  # more fills than kept: estimated until the next poll
     cash_estimated: bool = False  # isolated margin moved at an estimated leverage
+    liq_cache: dict[str, Decimal | None] | None = None  # from the formula; None: to compute
+    liq_version: tuple[int, int] = (-1, -1)  # the book's (market, rules) versions it used
 
     def exact(self, coin: str) -> bool:
         return not self.overflowed and coin not in self.uncertain
@@ -169,9 +171,12 @@ class PositionBook:
         self._first_polls: dict[str, list[Fill]] = {}  # address -> its fills meanwhile
         self._checks: dict[str, DriftCheck] = {}  # address -> its last poll's, until settled
         self.funded_ms = 0  # the last funding settlement applied
+        self._versions = (0, 0)  # (marks, rules): bumped by set_market, for the liq_cache
 
     def set_market(self, marks: Mapping[str, Decimal], rules: Mapping[str, MarginRule]) -> None:
         """The latest mark prices and margin rules (every asset-context poll)."""
+        market, rules_version = self._versions
+        self._versions = (market + 1, rules_version + (rules != self.rules))
         self.marks, self.rules = marks, rules
 
     def views(self, address: str) -> Mapping[str, LiquidationView]:
@@ -184,16 +189,30 @@ class PositionBook:
 
     def liquidation_prices(self, account: Account) -> dict[str, Decimal | None]:
         """Per open position, the liquidation price at the latest marks (the margin formula);
-        the served one where a mark or rule is missing."""
+        the served one where a mark or rule is missing.
+
+        Kept until the account changes (a fill, a poll, funding) or, for an account with more
+        than one cross position (whose prices depend on each other's marks), the marks move:
+        an isolated or a lone cross position's price does not depend on the mark."""
+        cached = account.liq_cache
+        if cached is not None:
+            market, rules_version = self._versions
+            if account.liq_version[1] == rules_version and (
+                account.liq_version[0] == market or _cross_count(account) < 2
+            ):
+                return cached
         positions, marks, rules = account.positions, self.marks, self.rules
         if all(coin in marks and coin in rules for coin in positions):
             try:
                 margin = account_margin(
                     positions_for_margin(positions), account.cross_raw_usd, marks, rules
                 )
-                return {p.coin: p.liquidation_px for p in margin.positions}
             except ValueError:  # an isolated position whose margin the poll did not give
                 pass
+            else:
+                prices = {p.coin: p.liquidation_px for p in margin.positions}
+                account.liq_cache, account.liq_version = prices, self._versions
+                return prices
         return {coin: p.served_liq_px for coin, p in positions.items()}
 
     def __contains__(self, address: object) -> bool:
@@ -430,6 +449,7 @@ class PositionBook:
                 else:
                     account.cross_raw_usd -= payment
                 account.cash_estimated = True
+                account.liq_cache = None
                 paid += 1
         return paid
 
@@ -532,6 +552,10 @@ class _MarginInput(NamedTuple):
     raw_usd: Decimal | None
 
 
+def _cross_count(account: Account) -> int:
+    return sum(p.leverage_type != "isolated" for p in account.positions.values())
+
+
 def positions_for_margin(positions: Mapping[str, BookPosition]) -> list[_MarginInput]:
     return [_MarginInput(c, p.szi, p.leverage_type, p.raw_usd) for c, p in positions.items()]
 
@@ -542,6 +566,7 @@ def _move(account: Account, fill: Fill) -> tuple[Decimal, Decimal] | None:
     position = account.positions.get(coin)
     before = ZERO if position is None else position.szi
     after = before + signed_sz
+    account.liq_cache = None
     notional = signed_sz * px
     flow = -notional - abs(notional) * (TAKER_FEE if fill.taker else MAKER_FEE)  # to raw USD
     if position is None:

@@ -224,15 +224,13 @@ class Settings(BaseSettings):
     ] = "auto"
 
     engines_interval: PositiveSeconds = 10.0
-    engines_heatmap_buckets: Annotated[
-        int, Field(ge=2, le=1000), BeforeValidator(_no_bool), Expect("an integer from 2 to 1000")
-    ] = 50
     engines_heatmap_range: Annotated[
         float,
         Field(gt=0, lt=1),
         BeforeValidator(_no_bool),
-        Expect("a fraction above 0 and below 1, such as 0.15 (mid +/- 15 %)"),
+        Expect("a fraction above 0 and below 1, such as 0.15 (mark +/- 15 %)"),
     ] = 0.15
+    engines_heatmap_store_interval: PositiveSeconds = 60.0
     engines_heatmap_min_size_usd: Annotated[
         float, Field(ge=0), BeforeValidator(_no_bool), Expect("a number of USD >= 0")
     ] = 1000.0

@@ -129,24 +129,55 @@ CVD = Measurement(
     "cvd = buy - sell (USD), buy_pct = buy / (buy + sell) * 100; incomplete: overlaps a "
     "trade_gaps stretch",
 )
-LIQ_HEATMAP = Measurement(
-    "liq_heatmap",
-    tags=("coin", "bucket"),
+LIQ_LEVELS = Measurement(
+    "liq_levels",
+    tags=("coin", "level"),
     fields=(
-        "price_low",
-        "price_high",
+        "price",
         "long_liq_usd",
         "short_liq_usd",
         "long_count",
         "short_count",
-        "mid_px",
-        "tracked_oi_usd",
+        "long_exact_usd",
+        "short_exact_usd",
+    ),
+    description="liquidation heatmap: USD that would be liquidated per absolute price level "
+    "(level = the level's lower edge, the same price at every time; |szi| x liquidation price "
+    "of the position book's tracked positions), written once a minute for the levels that "
+    "changed and every hour for every non-empty level; *_exact_usd: the part from positions "
+    "the book holds exactly",
+    ints=("long_count", "short_count"),
+)
+LIQ_LEVELS_KEYFRAME_MINUTES = 60
+"""Every non-empty level of `liq_levels` is written at least this often (between, only the
+levels that changed): a reader that looks back this far before its window knows every level."""
+LIQ_COVERAGE = Measurement(
+    "liq_coverage",
+    tags=("coin",),
+    fields=(
+        "mark_px",
+        "step",
+        "levels",
+        "long_liq_usd",
+        "short_liq_usd",
+        "tracked_usd",
+        "exact_usd",
         "open_interest_usd",
         "tracked_share",
+        "exact_share",
     ),
-    description="ESTIMATE of liquidation notional by price bucket around the mid, from the "
-    "tracked positions only; tracked_share = tracked open interest / total open interest",
-    ints=("long_count", "short_count"),
+    description="per coin and minute, what the heatmap covers: the mark, the level step, "
+    "non-empty levels, liquidation USD within range, the tracked notional at the mark and its "
+    "exact part; tracked_share = tracked notional / (2 x open interest), exact_share = exact / "
+    "tracked",
+    ints=("levels",),
+)
+LIQ_GRID = Measurement(
+    "liq_grid",
+    tags=("coin",),
+    fields=("step", "previous_step", "anchor_px", "reason"),
+    description="a coin's price-level grid chosen (reason start) or re-anchored after a large "
+    "move (reason moved): levels are step apart from then on",
 )
 POSITIONING = Measurement(
     "positioning",
@@ -230,7 +261,9 @@ MEASUREMENTS = {
         HLP_EQUITY,
         ORDER_FLOW,
         CVD,
-        LIQ_HEATMAP,
+        LIQ_LEVELS,
+        LIQ_COVERAGE,
+        LIQ_GRID,
         POSITIONING,
         GLOBAL_METRICS,
         CANDLES,

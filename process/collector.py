@@ -26,7 +26,7 @@ from config import Settings
 from db.queries import rfc3339_ns
 from db.reader import AsyncInfluxReader
 from db.storage import Storage
-from process.engines.heatmap import HeatmapEngine
+from process.engines.heatmap import HeatmapParams, LiquidationHeatmap
 from process.engines.order_flow import OrderFlowEngine, ReplayNotes
 from process.engines.positioning import PositioningEngine
 from process.engines.positions_state import SnapshotSource
@@ -275,8 +275,9 @@ class Collector:
         log.info("status at stop: %s", status_line(self.samples(), STATUS_FIELDS))
 
     def _add_engines(self) -> None:
-        """The engines read windows back from InfluxDB and write derived measurements; they
-        run where market data is stored (shard 0), over the positions of every shard."""
+        """The engines write derived measurements where market data is stored (shard 0): order
+        flow and positioning from windows read back from InfluxDB (positioning over every
+        shard's positions), the heatmap from this process's position book."""
         settings, writer = self.settings, self.writer
         self.reader = AsyncInfluxReader(self.storage.target)
         every = settings.engines_interval
@@ -290,12 +291,16 @@ class Collector:
         snapshots = SnapshotSource(
             self.reader, cutoff_ms=round(settings.engines_positions_cutoff_minutes * 60_000)
         )
-        heatmap = HeatmapEngine(
-            snapshots,
+        heatmap = LiquidationHeatmap(
+            self.book,
             writer,
-            buckets=settings.engines_heatmap_buckets,
-            range_pct=settings.engines_heatmap_range,
-            min_size_usd=settings.engines_heatmap_min_size_usd,
+            open_interest=lambda: self.asset_ctx.open_interest_usd,
+            reader=self.reader,
+            params=HeatmapParams(
+                range_pct=settings.engines_heatmap_range,
+                min_size_usd=settings.engines_heatmap_min_size_usd,
+                store_every_ms=round(settings.engines_heatmap_store_interval * 1000),
+            ),
         )
         self.order_flow = order_flow
         self.runner.add("order_flow", order_flow, every)

@@ -120,12 +120,14 @@ class AssetCtxJob:
     writer: PointSink
     book: PositionBook | None = None  # gets the marks and margin rules of every poll
     marks: dict[str, float] = field(default_factory=dict)
+    open_interest_usd: dict[str, float] = field(default_factory=dict)
     listed: list[str] = field(default_factory=list)
 
     async def __call__(self) -> None:
         meta, ctxs = await self.source.meta_and_asset_ctxs()
         self.writer.write(self.builder.asset_ctxs(ctxs, now_ms()))
         self.marks = {c.coin: float(c.mark_px) for c in ctxs}
+        self.open_interest_usd = {c.coin: float(c.open_interest_usd) for c in ctxs}
         self.listed = [a.name for a in meta.universe if not a.is_delisted]
         if self.book is not None:
             self.book.set_market({c.coin: c.mark_px for c in ctxs}, rules_from_meta(meta))

@@ -1,56 +1,75 @@
-"""Liquidation heatmap: an ESTIMATE of the USD notional that would be liquidated per price bucket.
+"""The liquidation heatmap: USD that would be liquidated at each absolute price level, from the
+position book's current liquidation prices.
 
-Built only from the tracked addresses' latest positions (see `positions_state`), so it shows
-where the *tracked* liquidation prices sit, not the whole market's: `tracked_share` says how much
-of the open interest the tracked positions cover. A position's `liq_px` comes from its last poll
-and moves with funding, margin and the account's other positions.
+Once a minute (`store_every_ms`; the job runs every engine interval and waits for it) the
+picture is computed in memory, per coin with a mark, from every open position the book holds
+(`min_size_usd` and up at the mark): the position's liquidation price (the margin formula at the
+latest marks, `PositionBook.liquidation_prices`) falls in one level of the coin's grid
+(`price_levels`); the level adds `|szi| x liquidation price` (the notional liquidated there,
+which does not move with the mark) to its long or short side, one to the count, and the same
+USD to `*_exact_usd` when the book holds the position exactly (polled, moved only by trades seen
+since). Only levels within `range_pct` of the mark are kept.
 
-Per coin with a mid price and at least one tracked position, every run writes all `buckets`
-buckets (zeros included) over [mid x (1 - range_pct), mid x (1 + range_pct)):
+Storage (`liq_levels`), right after: only the levels whose picture changed visibly since they
+were last written, a USD figure moved by more than `change_pct` (10 %) of itself and by more
+than `visible_pct` (10 %) of the coin's largest level (one step of a ten-colour scale); a
+level that emptied is written once with zeros, then no more. Every `keyframe_every_ms` (60 min)
+every non-empty level is written again with its exact figures, so a reader that looks back that
+far finds every level's value (`fill(previous)` draws the rest). Recomputing once a minute
+rather than every engine run keeps the cost small: the liquidation prices of an account with
+several cross positions depend on every mark, so they are computed again after every mark
+update (`PositionBook.liquidation_prices`). `liq_coverage` says per coin and minute
+what the picture covers; `liq_grid` records each grid chosen or re-anchored, after which the old
+grid's levels are written empty.
 
-- edges: `low = mid * (1 - range_pct)`, `high = mid * (1 + range_pct)`, edge i =
-  `low + (high - low) * i / buckets` for 0 < i < buckets; bucket i covers [edge i, edge i+1):
-  a liquidation price exactly on an inner edge belongs to the bucket above it, one exactly at
-  `low` to bucket 0, and one at or above `high` (or below `low`) to no bucket;
-- positions with `size_usd >= min_size_usd` and a liquidation price count in the bucket holding
-  it, whatever their side (longs normally liquidate below the mid, shorts above);
-- `long_liq_usd`/`short_liq_usd`: summed `size_usd`; `long_count`/`short_count`: positions;
-- `tracked_oi_usd`: summed `size_usd` of every tracked open position of the coin (all sizes,
-  with or without a liquidation price); `open_interest_usd` from `asset_ctx`; `tracked_share`
-  per `positions_state.tracked_share` (both left out when the open interest is unknown).
-
-Points: tags coin and bucket ("00".."49", zero-padded to sort), stamped at the run time.
+After a restart the grids and the last written levels are read back (`restore`), so the grid
+does not move and unchanged levels are not written again.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from collections.abc import Sequence
-from dataclasses import dataclass
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
 
-from db.schema import LIQ_HEATMAP
+from db.schema import LIQ_COVERAGE, LIQ_GRID, LIQ_LEVELS, LIQ_LEVELS_KEYFRAME_MINUTES
 from db.timestamps import NS_PER_MS
-from process.engines.positions_state import (
-    CoinContext,
-    MarketSnapshot,
-    PositionRow,
-    SnapshotSource,
-    tracked_share,
+from process.engines.positions_state import tracked_share
+from process.engines.price_levels import LevelGrid
+from process.positions.book import Account, PositionBook
+from process.storage_ports import PointSink, RowReader
+
+log = logging.getLogger(__name__)
+
+COMPUTE_CHUNK = 250
+"""Accounts counted between two yields to the event loop."""
+
+_GRIDS_QUERY = (
+    f'SELECT last("step") AS "step", last("anchor_px") AS "anchor_px" FROM "{LIQ_GRID.name}" '
+    'GROUP BY "coin"'
 )
-from process.storage_ports import PointSink
+_LEVELS_QUERY = (
+    'SELECT last("long_liq_usd") AS "long_liq_usd", last("short_liq_usd") AS "short_liq_usd", '
+    'last("long_count") AS "long_count", last("short_count") AS "short_count", '
+    'last("long_exact_usd") AS "long_exact_usd", last("short_exact_usd") AS "short_exact_usd" '
+    f'FROM "{LIQ_LEVELS.name}" WHERE time >= $start GROUP BY "coin", "level"'
+)
 
 
 @dataclass(frozen=True, slots=True)
 class HeatmapParams:
-    """Bucket count, half-width of the range as a fraction of the mid, minimum position size."""
-
-    buckets: int = 50
     range_pct: float = 0.15
     min_size_usd: float = 1_000.0
+    store_every_ms: int = 60_000
+    keyframe_every_ms: int = LIQ_LEVELS_KEYFRAME_MINUTES * 60_000
+    change_pct: float = 0.1
+    visible_pct: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.buckets < 1:
-            raise ValueError(f"buckets must be >= 1, got {self.buckets}")
         if not 0.0 < self.range_pct < 1.0:
             raise ValueError(f"range_pct must be in (0, 1), got {self.range_pct}")
         if self.min_size_usd < 0:
@@ -58,142 +77,305 @@ class HeatmapParams:
 
 
 @dataclass(slots=True)
-class CoinHeatmap:
-    """One coin's buckets: `edges` has buckets + 1 prices, bucket i is [edges[i], edges[i+1])."""
+class Level:
+    """One level's totals: USD at the liquidation price and counts, per side."""
 
-    coin: str
-    mid_px: float
-    edges: list[float]
-    long_usd: list[float]
-    short_usd: list[float]
-    long_count: list[int]
-    short_count: list[int]
-    tracked_oi_usd: float
-    open_interest_usd: float | None
+    long_usd: float = 0.0
+    short_usd: float = 0.0
+    long_count: int = 0
+    short_count: int = 0
+    long_exact_usd: float = 0.0
+    short_exact_usd: float = 0.0
+
+    def add(self, szi: float, usd: float, exact: bool) -> None:
+        if szi > 0:
+            self.long_usd += usd
+            self.long_count += 1
+            if exact:
+                self.long_exact_usd += usd
+        else:
+            self.short_usd += usd
+            self.short_count += 1
+            if exact:
+                self.short_exact_usd += usd
+
+    def differs(self, other: Level, change_pct: float, visible_usd: float) -> bool:
+        """Whether `other` (the last written) no longer shows this level: a USD figure moved
+        by more than `change_pct` of itself and more than `visible_usd`."""
+        pairs = (
+            (self.long_usd, other.long_usd),
+            (self.short_usd, other.short_usd),
+            (self.long_exact_usd, other.long_exact_usd),
+            (self.short_exact_usd, other.short_exact_usd),
+        )
+        return any(
+            abs(a - b) > max(change_pct * max(abs(a), abs(b)), visible_usd) for a, b in pairs
+        )
 
     @property
-    def tracked_share(self) -> float | None:
-        return tracked_share(self.tracked_oi_usd, self.open_interest_usd)
+    def usd(self) -> float:
+        return self.long_usd + self.short_usd
+
+    @property
+    def empty(self) -> bool:
+        return self.long_count == 0 and self.short_count == 0
 
 
-def bucket_edges(mid_px: float, buckets: int, range_pct: float) -> list[float]:
-    """The buckets + 1 edges around `mid_px` (see the module docstring for the exact rule)."""
-    low = mid_px * (1.0 - range_pct)
-    high = mid_px * (1.0 + range_pct)
-    width = high - low
-    return [low, *(low + width * i / buckets for i in range(1, buckets)), high]
+@dataclass(slots=True)
+class CoinPicture:
+    """One coin's heatmap now."""
+
+    coin: str
+    mark: float
+    grid: LevelGrid
+    levels: dict[int, Level] = field(default_factory=dict)
+    tracked_usd: float = 0.0  # |szi| x mark of every open position of the coin in the book
+    exact_usd: float = 0.0
+
+    @property
+    def long_usd(self) -> float:
+        return sum(level.long_usd for level in self.levels.values())
+
+    @property
+    def short_usd(self) -> float:
+        return sum(level.short_usd for level in self.levels.values())
 
 
-def coin_heatmap(
-    coin: str,
-    positions: Sequence[PositionRow],
-    ctx: CoinContext,
+def compute(
+    book: PositionBook, grids: Mapping[str, LevelGrid], params: HeatmapParams
+) -> dict[str, CoinPicture]:
+    """Every coin's picture from the book's positions, on the given grids (a coin without a
+    grid or a mark is left out)."""
+    pictures = empty_pictures(book, grids)
+    add_accounts(book, book.accounts.values(), pictures, params)
+    return pictures
+
+
+def empty_pictures(book: PositionBook, grids: Mapping[str, LevelGrid]) -> dict[str, CoinPicture]:
+    """A picture per coin with a grid and a mark, no level yet."""
+    pictures: dict[str, CoinPicture] = {}
+    for coin, grid in grids.items():
+        mark = book.marks.get(coin)
+        if mark is not None and mark > 0:
+            pictures[coin] = CoinPicture(coin, float(mark), grid)
+    return pictures
+
+
+def add_accounts(
+    book: PositionBook,
+    accounts: Iterable[Account],
+    pictures: Mapping[str, CoinPicture],
     params: HeatmapParams,
-) -> CoinHeatmap | None:
-    """The heatmap of one coin around `ctx.mid_px`; None without a positive mid price."""
-    mid = ctx.mid_px
-    if mid is None or mid <= 0:
-        return None
-    n = params.buckets
-    edges = bucket_edges(mid, n, params.range_pct)
-    low, high = edges[0], edges[n]
-    min_size = params.min_size_usd
-    long_usd, short_usd = [0.0] * n, [0.0] * n
-    long_count, short_count = [0] * n, [0] * n
-    tracked = 0.0
-    for p in positions:
-        size = p.size_usd
-        tracked += size
-        liq = p.liq_px
-        if liq is None or size < min_size or not low <= liq < high:
+) -> None:
+    """Count the positions of `accounts` in `pictures`."""
+    min_size, range_pct = params.min_size_usd, params.range_pct
+    for account in accounts:
+        positions = account.positions
+        if not positions:
             continue
-        i = bisect_right(edges, liq, 1, n) - 1
-        if p.szi > 0:
-            long_usd[i] += size
-            long_count[i] += 1
-        else:
-            short_usd[i] += size
-            short_count[i] += 1
-    return CoinHeatmap(
-        coin,
-        mid,
-        edges,
-        long_usd,
-        short_usd,
-        long_count,
-        short_count,
-        tracked,
-        ctx.open_interest_usd,
-    )
+        liquidation_prices: dict[str, Decimal | None] | None = None
+        for coin, position in positions.items():
+            picture = pictures.get(coin)
+            if picture is None:
+                continue
+            mark = picture.mark
+            size = abs(float(position.szi))
+            notional = size * mark
+            exact = account.exact(coin)
+            picture.tracked_usd += notional
+            if exact:
+                picture.exact_usd += notional
+            if notional < min_size:
+                continue
+            if liquidation_prices is None:
+                liquidation_prices = book.liquidation_prices(account)
+            liq = liquidation_prices.get(coin)
+            if liq is None:
+                continue
+            liq_px = float(liq)
+            if not mark * (1 - range_pct) <= liq_px <= mark * (1 + range_pct):
+                continue
+            index = picture.grid.level(liq_px)
+            level = picture.levels.get(index)
+            if level is None:
+                level = picture.levels[index] = Level()
+            level.add(float(position.szi), size * liq_px, exact)
 
 
-def compute_heatmaps(snapshot: MarketSnapshot, params: HeatmapParams) -> list[CoinHeatmap]:
-    """Heatmaps of every coin with tracked positions and a fresh mid price, sorted by coin.
-
-    A coin without tracked positions gets none: zeros there would mean "nothing to liquidate"
-    when the truth is "nothing known".
-    """
-    out = []
-    contexts = snapshot.contexts
-    for coin in sorted(snapshot.positions):
-        ctx = contexts.get(coin)
-        if ctx is None:
-            continue
-        heatmap = coin_heatmap(coin, snapshot.positions[coin], ctx, params)
-        if heatmap is not None:
-            out.append(heatmap)
-    return out
-
-
-def heatmap_lines(heatmaps: Sequence[CoinHeatmap], time_ms: int) -> list[str]:
-    """`liq_heatmap` points: one per coin and bucket, all stamped at `time_ms`."""
-    time_ns = time_ms * NS_PER_MS
-    lines = []
-    for h in heatmaps:
-        n = len(h.long_usd)
-        width = max(2, len(str(n - 1)))
-        share = h.tracked_share
-        for i in range(n):
-            fields = {
-                "price_low": h.edges[i],
-                "price_high": h.edges[i + 1],
-                "long_liq_usd": h.long_usd[i],
-                "short_liq_usd": h.short_usd[i],
-                "long_count": h.long_count[i],
-                "short_count": h.short_count[i],
-                "mid_px": h.mid_px,
-                "tracked_oi_usd": h.tracked_oi_usd,
-                "open_interest_usd": h.open_interest_usd,
-                "tracked_share": share,
-            }
-            tags = {"coin": h.coin, "bucket": f"{i:0{width}d}"}
-            lines.append(LIQ_HEATMAP.line(tags, fields, time_ns))
-    return lines
-
-
-class HeatmapEngine:
-    """Job: every run, the liquidation heatmap ESTIMATE of every tracked coin.
-
-    `snapshots` is shared with the positioning engine so a run loads positions once.
-    """
+class LiquidationHeatmap:
+    """Job: every run the heatmap in memory (`latest`), stored as the module docstring says."""
 
     def __init__(
         self,
-        snapshots: SnapshotSource,
+        book: PositionBook,
         writer: PointSink,
         *,
-        buckets: int = 50,
-        range_pct: float = 0.15,
-        min_size_usd: float = 1_000.0,
+        open_interest: Callable[[], Mapping[str, float]] = dict,
+        reader: RowReader | None = None,
+        params: HeatmapParams | None = None,
+        clock: Callable[[], int] = lambda: time.time_ns() // NS_PER_MS,
     ) -> None:
-        self.snapshots = snapshots
+        self.book = book
         self.writer = writer
-        self.params = HeatmapParams(buckets, range_pct, min_size_usd)
-        self.coins = 0  # coins written by the last run
+        self.open_interest = open_interest
+        self.reader = reader
+        self.params = params or HeatmapParams()
+        self.clock = clock
+        self.grids: dict[str, LevelGrid] = {}
+        self.latest: dict[str, CoinPicture] = {}
+        self.latest_ms: int | None = None  # when `latest` was computed
+        self.points = 0  # written since start, all three measurements
+        self._written: dict[tuple[str, int], Level] = {}  # the last written non-empty levels
+        self._pending: list[str] = []  # grid changes and emptied grids, written at the next store
+        self._stored_ms: int | None = None
+        self._keyframe_ms: int | None = None
+        self._restored = reader is None
 
     async def __call__(self) -> None:
-        snapshot = await self.snapshots.get()
-        heatmaps = compute_heatmaps(snapshot, self.params)
-        self.coins = len(heatmaps)
-        if heatmaps:
-            self.writer.write(heatmap_lines(heatmaps, snapshot.time_ms))
+        now = self.clock()
+        if not self._restored:
+            await self.restore(now)
+        self._update_grids(now)
+        if self._stored_ms is None or now - self._stored_ms >= self.params.store_every_ms:
+            self.latest, self.latest_ms = await self._compute(), now
+            self.store(now)
+
+    async def _compute(self) -> dict[str, CoinPicture]:
+        """`compute`, letting the event loop run every `COMPUTE_CHUNK` accounts (trades keep
+        moving the book meanwhile: the picture spans that second or so)."""
+        pictures = empty_pictures(self.book, self.grids)
+        accounts = list(self.book.accounts.values())
+        for start in range(0, len(accounts), COMPUTE_CHUNK):
+            add_accounts(self.book, accounts[start : start + COMPUTE_CHUNK], pictures, self.params)
+            await asyncio.sleep(0)
+        return pictures
+
+    async def restore(self, now_ms: int) -> None:
+        """The grids and the last written levels from InfluxDB (once; a failure is logged and
+        the engine starts afresh: a keyframe writes every level again)."""
+        assert self.reader is not None
+        self._restored = True
+        look_back = self.params.keyframe_every_ms + 2 * self.params.store_every_ms
+        start = (now_ms - look_back) * NS_PER_MS
+        try:
+            grids = await self.reader.rows(_GRIDS_QUERY)
+            levels = await self.reader.rows(_LEVELS_QUERY, {"start": start})
+        except Exception as exc:
+            log.warning("heatmap: previous grids not read (%s); choosing them again", exc)
+            return
+        for row in grids:
+            if row.get("step") and row.get("anchor_px"):
+                step = Decimal(repr(float(row["step"]))).normalize()
+                self.grids[row["coin"]] = LevelGrid(step, float(row["anchor_px"]))
+        for row in levels:
+            grid = self.grids.get(row["coin"])
+            if grid is None:
+                continue
+            level = Level(
+                float(row.get("long_liq_usd") or 0.0),
+                float(row.get("short_liq_usd") or 0.0),
+                int(row.get("long_count") or 0),
+                int(row.get("short_count") or 0),
+                float(row.get("long_exact_usd") or 0.0),
+                float(row.get("short_exact_usd") or 0.0),
+            )
+            if not level.empty:
+                self._written[(row["coin"], grid.level(float(row["level"])))] = level
+        self._keyframe_ms = now_ms  # what was restored is at most a keyframe interval old
+
+    def _update_grids(self, now_ms: int) -> None:
+        for coin, mark in self.book.marks.items():
+            if mark <= 0:
+                continue
+            price = float(mark)
+            grid = self.grids.get(coin)
+            if grid is not None and grid.keeps(price):
+                continue
+            new = LevelGrid.around(price)
+            self.grids[coin] = new
+            fields: dict[str, Any] = {
+                "step": float(new.step),
+                "anchor_px": price,
+                "reason": "start" if grid is None else "moved",
+            }
+            if grid is not None:
+                fields["previous_step"] = float(grid.step)
+                self._empty_levels_of(coin, grid, now_ms)
+            self._pending.append(LIQ_GRID.line({"coin": coin}, fields, now_ms * NS_PER_MS))
+
+    def _empty_levels_of(self, coin: str, grid: LevelGrid, now_ms: int) -> None:
+        """The old grid's written levels end with a zero point."""
+        for key in [key for key in self._written if key[0] == coin]:
+            del self._written[key]
+            self._pending.append(_level_line(coin, grid, key[1], Level(), now_ms))
+
+    def store(self, now_ms: int) -> None:
+        """Write what changed since the last store (every level at a keyframe)."""
+        params = self.params
+        keyframe = self._keyframe_ms is None or now_ms - self._keyframe_ms >= (
+            params.keyframe_every_ms
+        )
+        lines, self._pending = self._pending, []
+        written = self._written
+        seen: set[tuple[str, int]] = set()
+        interest = self.open_interest()
+        for coin, picture in self.latest.items():
+            grid = picture.grid
+            visible = params.visible_pct * max(
+                (lv.usd for lv in picture.levels.values()), default=0
+            )
+            for index, level in picture.levels.items():
+                key = (coin, index)
+                last = written.get(key)
+                if keyframe or level.differs(last or _EMPTY, params.change_pct, visible):
+                    lines.append(_level_line(coin, grid, index, level, now_ms))
+                    written[key] = level
+                if key in written:
+                    seen.add(key)
+            lines.append(_coverage_line(picture, interest.get(coin), now_ms))
+        for key in [key for key in written if key not in seen]:  # emptied since last written
+            del written[key]
+            grid = self.grids.get(key[0])
+            if grid is not None:
+                lines.append(_level_line(key[0], grid, key[1], Level(), now_ms))
+        if keyframe:
+            self._keyframe_ms = now_ms
+        if written:  # until the first levels (positions and marks known), try every run
+            self._stored_ms = now_ms
+        if lines:
+            self.points += len(lines)
+            self.writer.write(lines)
+
+
+_EMPTY = Level()
+
+
+def _level_line(coin: str, grid: LevelGrid, index: int, level: Level, now_ms: int) -> str:
+    fields = {
+        "price": grid.price(index),
+        "long_liq_usd": level.long_usd,
+        "short_liq_usd": level.short_usd,
+        "long_count": level.long_count,
+        "short_count": level.short_count,
+        "long_exact_usd": level.long_exact_usd,
+        "short_exact_usd": level.short_exact_usd,
+    }
+    tags = {"coin": coin, "level": grid.label(index)}
+    return LIQ_LEVELS.line(tags, fields, now_ms * NS_PER_MS)
+
+
+def _coverage_line(picture: CoinPicture, open_interest_usd: float | None, now_ms: int) -> str:
+    tracked = picture.tracked_usd
+    fields = {
+        "mark_px": picture.mark,
+        "step": float(picture.grid.step),
+        "levels": len(picture.levels),
+        "long_liq_usd": picture.long_usd,
+        "short_liq_usd": picture.short_usd,
+        "tracked_usd": tracked,
+        "exact_usd": picture.exact_usd,
+        "open_interest_usd": open_interest_usd,
+        "tracked_share": tracked_share(tracked, open_interest_usd),
+        "exact_share": picture.exact_usd / tracked if tracked > 0 else None,
+    }
+    return LIQ_COVERAGE.line({"coin": picture.coin}, fields, now_ms * NS_PER_MS)

@@ -194,10 +194,7 @@ def largest_positions(
 
 
 class PositioningEngine:
-    """Job: every run, `positioning` per tracked coin and one `global_metrics` point.
-
-    `snapshots` is shared with the heatmap engine so a run loads positions once.
-    """
+    """Job: every run, `positioning` per tracked coin and one `global_metrics` point."""
 
     def __init__(self, snapshots: SnapshotSource, writer: PointSink) -> None:
         self.snapshots = snapshots

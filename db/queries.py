@@ -28,7 +28,9 @@ from db.schema import (
     FUNDING,
     GLOBAL_METRICS,
     HLP_POSITIONS,
-    LIQ_HEATMAP,
+    LIQ_COVERAGE,
+    LIQ_LEVELS,
+    LIQ_LEVELS_KEYFRAME_MINUTES,
     LIQUIDATIONS,
     ORDER_FLOW,
     POSITIONING,
@@ -393,11 +395,6 @@ def latest_per_address(frame: pd.DataFrame, options: Mapping[str, Any]) -> pd.Da
     return result.head(n) if n else result
 
 
-def latest_snapshot(frame: pd.DataFrame, options: Mapping[str, Any]) -> pd.DataFrame:
-    """Only the newest run's points (an engine writes a whole snapshot at one time)."""
-    return frame if frame.empty else frame[frame.index == frame.index.max()]
-
-
 register(
     replace(
         coin_window(ASSET_CTX, 'read_from_influx("asset_history", asset="BTC", hours=24)'),
@@ -449,19 +446,71 @@ register(
         ints=CVD.ints,
     )
 )
+HEATMAP_LOOKBACK_MINUTES = LIQ_LEVELS_KEYFRAME_MINUTES + 1.0
+"""How far back every non-empty level of `liq_levels` has a point: the heatmap engine writes
+every level again at each keyframe and between them only the levels that changed, so the newest
+picture is each level's latest point within a keyframe interval and a minute."""
+
+_LEVEL_FIELDS = tuple(f for f in LIQ_LEVELS.fields if f != "price")
+
+
+def latest_levels(frame: pd.DataFrame, options: Mapping[str, Any]) -> pd.DataFrame:
+    """Levels whose latest point is not empty (an emptied level is written once with zero
+    counts), lowest price first."""
+    if frame.empty:
+        return frame
+    empty = (frame["long_count"] == 0) & (frame["short_count"] == 0)
+    return frame[~empty].sort_values("price", kind="stable")
+
+
 register(
     NamedQuery(
-        name=LIQ_HEATMAP.name,
-        influxql=f'{LIQ_HEATMAP.select()} WHERE "coin" = $asset AND time >= $start',
-        params=(asset(), recent(default_minutes=2.0)),
-        description="The newest liquidation heatmap of one coin: an ESTIMATE from tracked "
-        "positions (tracked_share says how much of the open interest they are).",
+        name="liq_heatmap",
+        # One selector and plain fields: the other fields come from the selected point, and
+        # the row's time is that point's time.
+        influxql=(
+            'SELECT last("price") AS "price", '
+            + ", ".join(f'"{f}"' for f in _LEVEL_FIELDS)
+            + f' FROM "{LIQ_LEVELS.name}" WHERE "coin" = $asset AND time >= $start '
+            'GROUP BY "level"'
+        ),
+        params=(asset(), recent(default_minutes=HEATMAP_LOOKBACK_MINUTES)),
+        description="The newest liquidation heatmap of one coin: per absolute price level (tag "
+        "level = its lower edge), the USD liquidated there and the positions' counts, from each "
+        f"level's latest point in the last `minutes` ({HEATMAP_LOOKBACK_MINUTES:.0f}: every "
+        f"level is written at least every {LIQ_LEVELS_KEYFRAME_MINUTES} min); empty levels "
+        "dropped, lowest price first. An ESTIMATE from tracked positions: "
+        "liq_coverage says how much of the open interest they are.",
         example='read_from_influx("liq_heatmap", asset="BTC")',
-        columns=LIQ_HEATMAP.columns,
-        ints=LIQ_HEATMAP.ints,
-        transform=latest_snapshot,
+        columns=("level", *LIQ_LEVELS.fields),
+        ints=LIQ_LEVELS.ints,
+        transform=latest_levels,
     )
 )
+
+
+def levels_window(hours: float) -> str:
+    """The window's start, a keyframe interval earlier: every level then has a point to carry
+    forward from the window's start on."""
+    return hours_ago(hours + HEATMAP_LOOKBACK_MINUTES / 60)
+
+
+register(
+    NamedQuery(
+        name=LIQ_LEVELS.name,
+        influxql=f'{LIQ_LEVELS.select()} WHERE "coin" = $asset AND time >= $start',
+        params=(asset(), replace(lookback(), convert=levels_window)),
+        description="The liquidation heatmap of one coin over time, as written: a point when a "
+        f"level changed (every level again every {LIQ_LEVELS_KEYFRAME_MINUTES} min; an emptied "
+        f"level once with zeros). Rows start {HEATMAP_LOOKBACK_MINUTES:.0f} min before the "
+        "window so that each level's value carried forward "
+        "(pivot on level, ffill) is known from the window's start.",
+        example='read_from_influx("liq_levels", asset="BTC", hours=6)',
+        columns=LIQ_LEVELS.columns,
+        ints=LIQ_LEVELS.ints,
+    )
+)
+register(coin_window(LIQ_COVERAGE, 'read_from_influx("liq_coverage", asset="BTC", hours=6)'))
 register(
     NamedQuery(
         name=GLOBAL_METRICS.name,

@@ -3,9 +3,10 @@
 `python main.py run` collects from the local Hyperliquid simulator (80 trades/s, automatic
 liquidations on, plus backstop liquidations triggered on both sides) into the database
 `simulator_run` of the session's real influxd, until every measurement the dashboards read holds
-points (or a deadline passes: a measurement nothing writes yet stays empty, and the tests say
-which). The collector then stops, so what the tests read no longer changes. One run per session:
-the fixture is imported by several test modules, and the result is cached here by server.
+points and the liquidation heatmap has levels of the tests' coin (or a deadline passes: a
+measurement nothing writes yet stays empty, and the tests say which). The collector then
+stops, so what the tests read no longer changes. One run per session: the fixture is imported
+by several test modules, and the result is cached here by server.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from db.schema import (
     GLOBAL_METRICS,
     HLP_EQUITY,
     HLP_POSITIONS,
-    LIQ_HEATMAP,
+    LIQ_COVERAGE,
+    LIQ_LEVELS,
     LIQUIDATIONS,
     ORDER_FLOW,
     PIPELINE_HEALTH,
@@ -51,7 +53,7 @@ COLLECTOR_MEASUREMENTS = frozenset(
     m.name for m in (TRADES, LIQUIDATIONS, ASSET_CTX, POSITIONS, HLP_POSITIONS, HLP_EQUITY)
 ) | {PIPELINE_HEALTH.name}
 ENGINE_MEASUREMENTS = frozenset(
-    m.name for m in (ORDER_FLOW, CVD, LIQ_HEATMAP, POSITIONING, GLOBAL_METRICS)
+    m.name for m in (ORDER_FLOW, CVD, LIQ_LEVELS, LIQ_COVERAGE, POSITIONING, GLOBAL_METRICS)
 )
 """Written by the engines (process/engines/), not by the collector's own jobs."""
 
@@ -59,12 +61,20 @@ RUN_ENV = {
     "HYPERFLUX_INFLUX_DB": DB,
     "HYPERFLUX_JOBS_ASSET_CTX_INTERVAL": "2",
     "HYPERFLUX_JOBS_HLP_INTERVAL": "5",
+    # The simulator's positions are small (mostly a few hundred USD) and most of their
+    # liquidation prices lie beyond the default +/- 15 %: the heatmap takes them all in.
+    "HYPERFLUX_ENGINES_HEATMAP_MIN_SIZE_USD": "0",
+    "HYPERFLUX_ENGINES_HEATMAP_RANGE": "0.5",
+    "HYPERFLUX_ENGINES_HEATMAP_STORE_INTERVAL": "10",
 }
 HISTORY_COINS = tuple(c.name for c in DEFAULT_COINS if not c.is_delisted)
 HISTORY_TRADES = 20
 MIN_SECONDS = 20.0
 DEADLINE_SECONDS = 42.0
 """pipeline_health is first written 30 s after the jobs start, so a run lasts at least that."""
+LEVELS_DEADLINE_SECONDS = 85.0
+"""The heatmap stores its levels once a minute after its first store: when the tests' coin had
+no level in range at the first (its positions not polled yet), the run waits for the second."""
 
 T = TypeVar("T")
 
@@ -170,6 +180,7 @@ def collect(server: LocalInfluxd, workdir: Path) -> DataRun:
     wanted = COLLECTOR_MEASUREMENTS | ENGINE_MEASUREMENTS
     log_path = workdir / "collector.log"
     trades = f'SELECT COUNT("tid") FROM "{TRADES.name}"'
+    coin_levels = f'SELECT COUNT("price") FROM "{LIQ_LEVELS.name}" WHERE "coin" = \'{COIN}\''
     simulator = SimulatorThread(seed=11, rate=80, auto_liquidations=True, n_addresses=200)
     with simulator as sim, open(log_path, "ab") as log:
         env = collector_env(sim, server, workdir / "data", **RUN_ENV)
@@ -200,8 +211,10 @@ def collect(server: LocalInfluxd, workdir: Path) -> DataRun:
                     liquidated = True
                 # both sides tracked, so every positioning figure (e.g. ls_ratio) has a value
                 both_sides = count(server.url, 'SELECT COUNT("ls_ratio") FROM "global_metrics"')
-                done = elapsed > MIN_SECONDS and wanted <= present and both_sides
-                if elapsed > DEADLINE_SECONDS or done:
+                # the heatmap dashboard panels and the notebook draw the tests' coin
+                levels = count(server.url, coin_levels)
+                done = elapsed > MIN_SECONDS and wanted <= present and both_sides and levels
+                if elapsed > (DEADLINE_SECONDS if levels else LEVELS_DEADLINE_SECONDS) or done:
                     break
                 assert process.poll() is None, log_path.read_text()[-3000:]
                 time.sleep(0.5)

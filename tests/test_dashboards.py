@@ -3,15 +3,20 @@
 Each dashboard JSON in config/grafana/dashboards/ is checked for structure (unique panel ids,
 the provisioned data source everywhere, a `coin` variable, units in titles, contract names),
 and every panel target's raw InfluxQL is filled in as Grafana would fill it (`$timeFilter`,
-`$__interval`, `$coin`, other variables at their current value) and run against a real influxd
-holding what `python main.py run` collected from the simulator: each must return rows, and
-every column it selects must have a value somewhere.
+`${__from}` / `${__to}`, `$__interval`, `$coin`, other variables at their current value) and run
+against a real influxd holding what `python main.py run` collected from the simulator: each must
+return rows, and every column it selects must have a value somewhere. The liquidation heatmap
+panel is checked for the shape Grafana's heatmap needs (one series per price level, named by a
+numeric level, values carried forward), and its newest column against the `liq_heatmap` named
+query.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +25,8 @@ import httpx
 import pytest
 import yaml
 
-from db.schema import MEASUREMENTS, PIPELINE_HEALTH
+from db import InfluxTarget, read_from_influx
+from db.schema import LIQ_LEVELS, LIQ_LEVELS_KEYFRAME_MINUTES, MEASUREMENTS, PIPELINE_HEALTH
 from tests.data_run import ENGINE_MEASUREMENTS, DataRun, data_run  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,9 +38,14 @@ PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "hyperflux.yaml"
 COIN_QUERY = 'SHOW TAG VALUES FROM "asset_ctx" WITH KEY = "coin"'
 COIN_FILTER = '"coin" =~ /^$coin$/'
 TIME_FILTER = "time > now() - 1h"
+RANGE_MS = 3_600_000
+"""The time range the tests select: the last hour, as `$timeFilter` and `${__from}`/`${__to}`."""
 INTERVAL = "10s"
 BUILTINS = {"timeFilter": TIME_FILTER, "__interval": INTERVAL, "__interval_ms": "10000"}
-"""Grafana's own variables, as the tests fill them in."""
+"""Grafana's own variables, as the tests fill them in (`__from`, `__to`: at render time)."""
+RANGE_BOUNDS = re.compile(r"time >= \$\{__(from|to)\}ms - \d+m AND time <= \$\{__to\}ms(?![\w$])")
+"""The other bounded form: the time range's edges in epoch ms, the lower one moved back (a
+measurement written when it changes needs its previous value from before the range)."""
 
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$(\w+)")
 _UNIT_IN_TITLE = re.compile(r"\(.+\)")
@@ -77,7 +88,9 @@ class Target:
     def render(self, coin: str) -> str:
         """The query as Grafana sends it, `$coin` set to `coin` (a value of plain letters, which
         Grafana's regex escaping leaves as it is)."""
-        values = {**BUILTINS, **self.variables, "coin": coin}
+        now_ms = time.time_ns() // 1_000_000
+        edges = {"__from": str(now_ms - RANGE_MS), "__to": str(now_ms)}
+        values = {**BUILTINS, **edges, **self.variables, "coin": coin}
 
         def fill(match: re.Match[str]) -> str:
             name = next(g for g in match.groups() if g)
@@ -93,12 +106,15 @@ def current(variable: dict[str, Any]) -> str:
     return value[0] if isinstance(value, list) else value
 
 
-def targets() -> list[Target]:
+def targets(kind: str | None = None) -> list[Target]:
+    """Every panel target, or those of the panels of one type (e.g. "heatmap")."""
     found = []
     for path in DASHBOARDS:
         dashboard = load(path)
         variables = {v["name"]: current(v) for v in dashboard["templating"]["list"]}
         for panel in panels(dashboard):
+            if kind is not None and panel["type"] != kind:
+                continue
             for target in panel.get("targets", []):
                 found.append(
                     Target(path.stem, panel["title"], target["refId"], target["query"], variables)
@@ -107,19 +123,25 @@ def targets() -> list[Target]:
 
 
 TARGETS = targets()
+LIQUIDATIONS_DASHBOARD = GRAFANA / "dashboards" / "liquidations.json"
 
 
-def run_query(run: DataRun, influxql: str) -> tuple[list[str], list[list[Any]]]:
-    """(columns, rows over every series) of one statement; AssertionError on an error."""
+def run_series(run: DataRun, influxql: str) -> list[dict[str, Any]]:
+    """The series of one statement as InfluxDB returns them; AssertionError on an error."""
     response = httpx.post(
         f"{run.url}/query", data={"q": influxql, "db": run.db, "epoch": "ms"}, timeout=30
     )
     assert response.status_code == 200, response.text
     result = response.json()["results"][0]
     assert "error" not in result, result["error"]
+    return result.get("series", [])
+
+
+def run_query(run: DataRun, influxql: str) -> tuple[list[str], list[list[Any]]]:
+    """(columns, rows over every series) of one statement; AssertionError on an error."""
     columns: list[str] = []
     rows: list[list[Any]] = []
-    for series in result.get("series", []):
+    for series in run_series(run, influxql):
         columns = series["columns"]
         rows.extend(series["values"])
     return columns, rows
@@ -198,7 +220,10 @@ def test_query_follows_the_contract(target: Target):
     query bounded in time."""
     query = target.query
     assert query.count("$coin") == query.count(COIN_FILTER), f"use {COIN_FILTER}: {query}"
-    assert "$timeFilter" in query or "time > now() - " in query, query
+    bounded = "$timeFilter" in query or "time > now() - " in query or RANGE_BOUNDS.search(query)
+    assert bounded, query
+    assert "__from" not in query.replace("${__from}ms", ""), f"use ${{__from}}ms: {query}"
+    assert "__to" not in query.replace("${__to}ms", ""), f"use ${{__to}}ms: {query}"
     assert target.measurements and target.measurements <= set(MEASUREMENTS), query
     if PIPELINE_HEALTH.name in target.measurements:
         return  # its fields are the collector's metric names; the data test checks them
@@ -227,3 +252,100 @@ def test_panel_query_returns_rows(target: Target, data_run: DataRun):  # noqa: F
     assert rows, f"{target}: no rows for {query}"
     for i, column in enumerate(columns):
         assert any(row[i] is not None for row in rows), f"{target}: {column!r} has no value"
+
+
+# --- the liquidation heatmap ----------------------------------------------------------------
+
+
+def liquidation_panels(kind: str) -> list[dict[str, Any]]:
+    return [p for p in panels(load(LIQUIDATIONS_DASHBOARD)) if p["type"] == kind]
+
+
+def test_the_liquidation_heatmap_takes_its_rows_from_the_price_levels():
+    """Grafana's heatmap draws precomputed buckets (calculate off) from time series: one series
+    per row, named by the alias; numeric names are sorted as numbers. So: one series per level,
+    named by the level tag (its lower edge: layout ge), each level's value carried forward."""
+    (panel,) = liquidation_panels("heatmap")
+    options = panel["options"]
+    assert options["calculate"] is False
+    assert options["rowsFrame"]["layout"] == "ge"
+    assert "unit" not in options["yAxis"]  # the row labels are the level tags as written
+    assert options["filterValues"]["le"] > 0  # an empty level leaves its cell blank
+    (target,) = panel["targets"]
+    assert target["resultFormat"] == "time_series"
+    assert target["alias"] == "$tag_level"
+    query = target["query"]
+    assert f'FROM "{LIQ_LEVELS.name}"' in query
+    assert (
+        f"time >= ${{__from}}ms - {LIQ_LEVELS_KEYFRAME_MINUTES}m " in query
+    )  # a keyframe interval before the range
+    assert query.endswith('GROUP BY time($__interval), "level" fill(previous)')
+
+
+def test_the_mark_price_is_drawn_under_the_heatmap_on_the_same_time_axis():
+    """A heatmap panel cannot draw a line over its cells, so the mark price is a time series
+    right under it: same left edge, width and y-axis width, so the time axes line up."""
+    (heatmap,) = liquidation_panels("heatmap")
+    box = heatmap["gridPos"]
+    (mark,) = [
+        p
+        for p in panels(load(LIQUIDATIONS_DASHBOARD))
+        if p["gridPos"]["y"] == box["y"] + box["h"] and p["gridPos"]["x"] == box["x"]
+    ]
+    assert mark["type"] == "timeseries"
+    assert mark["gridPos"]["w"] == box["w"]
+    assert '"mark_px"' in mark["targets"][0]["query"]
+    axis_width = mark["fieldConfig"]["defaults"]["custom"]["axisWidth"]
+    assert axis_width == heatmap["options"]["yAxis"]["axisWidth"]
+
+
+def newest_levels(run: DataRun) -> dict[str, tuple[float, float, float]]:
+    """The `liq_heatmap` named query: level -> (price, long USD, short USD)."""
+    frame = read_from_influx("liq_heatmap", target=InfluxTarget(run.url, run.db), asset=run.coin)
+    assert not frame.empty, f"no liquidation levels for {run.coin}"
+    return {
+        row.level: (row.price, row.long_liq_usd, row.short_liq_usd) for row in frame.itertuples()
+    }
+
+
+def test_the_heatmap_query_returns_one_filled_series_per_level(data_run: DataRun):  # noqa: F811
+    (target,) = targets("heatmap")
+    series = run_series(data_run, target.render(data_run.coin))
+    assert series, f"{target}: no levels"
+    levels = [s["tags"]["level"] for s in series]
+    assert all(set(s["tags"]) == {"level"} for s in series), series[0]["tags"]
+    assert len(set(levels)) == len(levels)
+    assert all(math.isfinite(float(level)) and float(level) > 0 for level in levels)
+    times = [[row[0] for row in s["values"]] for s in series]
+    assert all(t == times[0] for t in times)  # the same intervals for every level: one grid
+    for s in series:
+        values = [row[1] for row in s["values"]]
+        first = next((i for i, v in enumerate(values) if v is not None), None)
+        assert first is not None, f"level {s['tags']['level']}: no value"
+        assert None not in values[first:], f"level {s['tags']['level']}: not carried forward"
+
+    # the newest column is the newest picture: what the liq_heatmap named query returns
+    newest = newest_levels(data_run)
+    drawn = {s["tags"]["level"]: s["values"][-1][1] for s in series}
+    assert {level for level, usd in drawn.items() if usd} == set(newest)
+    for level, (price, long_usd, short_usd) in newest.items():
+        assert float(level) == price
+        assert drawn[level] == pytest.approx(long_usd + short_usd)
+
+
+def test_the_latest_levels_chart_shows_the_newest_non_empty_levels(data_run: DataRun):  # noqa: F811
+    (target,) = [t for t in targets("barchart") if LIQ_LEVELS.name in t.measurements]
+    series = run_series(data_run, target.render(data_run.coin))
+    chart = {}
+    for s in series:
+        row = dict(zip(s["columns"], s["values"][-1], strict=True))
+        assert len(s["values"]) == 1, s
+        chart[s["tags"]["level"]] = (
+            row["price"],
+            row["longs liquidated"],
+            row["shorts liquidated"],
+        )
+    newest = newest_levels(data_run)
+    assert list(chart) and set(chart) == set(newest)
+    for level, figures in newest.items():
+        assert chart[level] == pytest.approx(figures), level

@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 
 import httpx
+import pandas as pd
 import pytest
 
 from db import InfluxTarget, read_from_influx
 from db.line_protocol import encode_point
 from db.queries import QUERIES
-from db.schema import MEASUREMENTS
+from db.schema import LIQ_COVERAGE, LIQ_LEVELS, MEASUREMENTS
 from tests.conftest import influxql
 
 REQUIRED = {
@@ -21,6 +22,8 @@ REQUIRED = {
     "order_flow",
     "cvd",
     "liq_heatmap",
+    "liq_levels",
+    "liq_coverage",
     "liquidations",
     "hlp_positions",
     "whales",
@@ -103,21 +106,94 @@ def test_latest_positions_and_whales_reduce_to_each_address_latest_poll(influxd,
     assert list(whales["address"]) == [b]
 
 
-def test_liq_heatmap_returns_only_the_newest_snapshot(influxd, influx_db):
-    now = time.time_ns()
+def level_line(level: str, minutes_ago: float, long_usd: float, short_usd: float, **kw) -> str:
+    """A `liq_levels` point of BTC (or `coin`) as the heatmap engine writes it."""
+    long_count = kw.get("long_count", 1 if long_usd else 0)
+    short_count = kw.get("short_count", 1 if short_usd else 0)
+    fields = {
+        "price": float(level),
+        "long_liq_usd": long_usd,
+        "short_liq_usd": short_usd,
+        "long_count": long_count,
+        "short_count": short_count,
+        "long_exact_usd": long_usd / 2,
+        "short_exact_usd": short_usd / 2,
+    }
+    tags = {"coin": kw.get("coin", "BTC"), "level": level}
+    return LIQ_LEVELS.line(tags, fields, time.time_ns() - round(minutes_ago * 60e9))
+
+
+def test_liq_heatmap_returns_each_level_newest_value_without_the_empty_ones(influxd, influx_db):
+    """Levels are written when they change and all again every hour (keyframe): the newest
+    picture is each level's latest point in the last 61 min, an emptied level (its zero point)
+    left out, in price order (not the tags' string order)."""
     lines = [
-        encode_point(
-            "liq_heatmap", {"coin": "BTC", "bucket": f"{i:02d}"}, {"price_low": i * 1.0}, t
-        )
-        for t in (now - 20 * 10**9, now - 10 * 10**9)
-        for i in range(50)
+        level_line("84500", 55, 1_000.0, 0.0),  # keyframe
+        level_line("84500", 2, 1_500.0, 0.0, long_count=2),  # changed since: this one
+        level_line("100000", 55, 0.0, 7_000.0, short_count=3),  # unchanged since the keyframe
+        level_line("90000", 55, 0.0, 2_000.0),
+        level_line("90000", 1, 0.0, 0.0),  # emptied
+        level_line("85000", 55, 0.0, 0.0),  # an empty point
+        level_line("9500", 55, 500.0, 0.0),
+        level_line("80000", 70, 9_000.0, 0.0),  # older than any keyframe: not in the picture
+        level_line("84500", 1, 99.0, 0.0, coin="ETH"),  # another coin
     ]
     write(influxd.url, influx_db, lines)
     target = InfluxTarget(influxd.url, influx_db)
     frame = read_from_influx("liq_heatmap", target=target, asset="BTC")
-    assert len(frame) == 50
-    assert frame.index.nunique() == 1
-    assert sorted(frame["bucket"]) == [f"{i:02d}" for i in range(50)]
+    assert list(frame.columns) == ["level", *LIQ_LEVELS.fields]
+    assert list(frame["level"]) == ["9500", "84500", "100000"]
+    assert list(frame["price"]) == [9_500.0, 84_500.0, 100_000.0]
+    assert list(frame["long_liq_usd"]) == [500.0, 1_500.0, 0.0]
+    assert list(frame["short_liq_usd"]) == [0.0, 0.0, 7_000.0]
+    assert list(frame["long_count"]) == [1, 2, 0] and frame["long_count"].dtype.kind == "i"
+    assert list(frame["short_count"]) == [0, 0, 3]
+    assert list(frame["long_exact_usd"]) == [250.0, 750.0, 0.0]
+    assert list(frame["short_exact_usd"]) == [0.0, 0.0, 3_500.0]
+    now = pd.Timestamp.now(tz="UTC")
+    ages = (now - frame.index).total_seconds() / 60  # each level's own latest point
+    assert list(ages.round()) == [55, 2, 55]
+    shorter = read_from_influx("liq_heatmap", target=target, asset="BTC", minutes=5)
+    assert list(shorter["level"]) == ["84500"]
+
+
+def test_liq_levels_starts_a_keyframe_interval_before_the_window(influxd, influx_db):
+    """Every level has a point in the 61 min before the window, to carry forward from its start."""
+    lines = [
+        level_line("84500", 130, 1_000.0, 0.0),  # before the window's keyframe interval
+        level_line("85000", 115, 2_000.0, 0.0),  # within it: the value at the window's start
+        level_line("85000", 30, 2_500.0, 0.0),
+        level_line("84500", 10, 0.0, 0.0),
+    ]
+    write(influxd.url, influx_db, lines)
+    target = InfluxTarget(influxd.url, influx_db)
+    frame = read_from_influx("liq_levels", target=target, asset="BTC", hours=1)
+    assert list(frame.columns) == list(LIQ_LEVELS.columns)
+    assert list(zip(frame["level"], frame["long_liq_usd"], strict=True)) == [
+        ("85000", 2_000.0),
+        ("85000", 2_500.0),
+        ("84500", 0.0),
+    ]
+    wide = frame.pivot_table(index=frame.index, columns="level", values="long_liq_usd").ffill()
+    assert list(wide.iloc[-1]) == [0.0, 2_500.0]
+
+
+def test_liq_coverage_reads_one_coin(influxd, influx_db):
+    fields = {"mark_px": 85_000.0, "step": 500.0, "levels": 12, "tracked_share": 0.2}
+    write(
+        influxd.url,
+        influx_db,
+        [
+            LIQ_COVERAGE.line({"coin": coin}, fields, time.time_ns() - minutes * 60 * 10**9)
+            for coin in ("BTC", "ETH")
+            for minutes in (1, 2, 3)
+        ],
+    )
+    target = InfluxTarget(influxd.url, influx_db)
+    frame = read_from_influx("liq_coverage", target=target, asset="BTC", hours=1)
+    assert list(frame["coin"]) == ["BTC"] * 3
+    assert list(frame["levels"]) == [12] * 3 and frame["levels"].dtype.kind == "i"
+    assert frame["open_interest_usd"].isna().all()  # not written: NaN, the column still there
 
 
 def test_hostile_asset_values_return_nothing_and_change_nothing(influxd, influx_db):

@@ -21,7 +21,7 @@ from nbclient import NotebookClient
 from tests.data_run import DataRun, data_run, influx_env  # noqa: F401 (fixture)
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
-FIGURES = {"liq_heatmap": "liq_heatmap", "cvd": "cvd", "funding": "asset_ctx"}
+FIGURES = {"liq_heatmap": "liq_levels", "cvd": "cvd", "funding": "asset_ctx"}
 """Figure label -> the measurement it needs."""
 
 PROBE = """import json
@@ -29,11 +29,26 @@ import sys
 
 import matplotlib
 import matplotlib.pyplot as plt
+from matplotlib.collections import QuadMesh
+
+heatmap = {}
+if "liq_heatmap" in plt.get_figlabels():
+    ax = plt.figure("liq_heatmap").axes[0]
+    (mesh,) = [c for c in ax.collections if isinstance(c, QuadMesh)]
+    cells = mesh.get_array()
+    heatmap = {
+        "shape": list(mesh.get_coordinates().shape),
+        "coloured": int(cells.count()),
+        "lines": [line.get_label() for line in ax.get_lines()],
+        "price_range": list(ax.get_ylim()),
+        "mark": [float(v) for v in ax.get_lines()[0].get_ydata()] if ax.get_lines() else [],
+    }
 
 print(json.dumps({
     "python": sys.executable,
     "backend": matplotlib.get_backend(),
     "figures": [plt.figure(n).get_label() for n in plt.get_fignums()],
+    "heatmap": heatmap,
 }))"""
 
 
@@ -111,3 +126,18 @@ def test_the_notebook_draws_every_figure(executed: Executed, data_run: DataRun):
             f"{', '.join(empty) or 'none'}; the notebook said:\n{executed.printed()}",
             pytrace=False,
         )
+
+
+def test_the_heatmap_is_time_by_price_with_the_mark_over_it(executed: Executed):
+    """Rows are price levels to scale (y: USD), columns minutes; some cells coloured (USD at a
+    level), and the mark price drawn over them on the same price axis."""
+    heatmap = executed.probe["heatmap"]
+    if not heatmap:
+        pytest.skip("no heatmap drawn (test_the_notebook_draws_every_figure says why)")
+    rows, columns, _ = heatmap["shape"]  # mesh vertices: (levels + 1) x (minutes + 1) x 2
+    assert rows >= 2 and columns >= 2
+    assert heatmap["coloured"] > 0
+    assert heatmap["lines"] == ["mark price"]
+    low, high = heatmap["price_range"]
+    assert 0 < low < high  # prices, not level indices
+    assert heatmap["mark"] and all(low <= mark <= high for mark in heatmap["mark"])

@@ -214,8 +214,8 @@ def test_unknown_query_lists_the_available_names(target: InfluxTarget) -> None:
         read_from_influx("tradez", target=target)
     assert str(err.value) == (
         "unknown query 'tradez'; available: asset_ctx, asset_history, candles, cvd, funding, "
-        "global_metrics, hlp_positions, latest_positions, liq_heatmap, liquidations, order_flow, "
-        "positioning, trades, whales"
+        "global_metrics, hlp_positions, latest_positions, liq_coverage, liq_heatmap, liq_levels, "
+        "liquidations, order_flow, positioning, trades, whales"
     )
 
 

@@ -1,11 +1,12 @@
-"""Heatmap and positioning engines: compute time for 10k / 100k / 1M tracked positions, and the
-time to load the latest positions back from a real influxd.
+"""The positioning engine: compute time for 10k / 100k / 1M tracked positions, and the time to
+load the latest positions back from a real influxd (the heatmap's cost and volume, from the
+position book: `bench.heatmap_volume`).
 
 Synthetic market: `coins` perps with Zipf-like popularity (coin k holds a share ~ 1/k of the
 positions), sizes Pareto(alpha 1.2) from $100 capped at $500M, ~1.5 positions per address, 60 %
 long, liquidation prices 1-60 % beyond the mid on the losing side (10 % have none).
 
-- `heatmap_s` / `positioning_s`: seconds per run of the pure compute (`compute`) and of compute
+- `positioning_s`: seconds per run of the pure compute (`compute`) and of compute
   plus line-protocol encoding (`with_lines`), median of `rounds`, from an in-memory snapshot.
 - `load_s`: the positions written as one poll each, spread over the 20-minute window, then read
   back: `full` (a cold `LatestPositions.refresh`: every point of the window, 1-minute slices),
@@ -34,7 +35,6 @@ from db.client import InfluxTarget
 from db.line_protocol import encode_point
 from db.local_server import LocalInfluxd
 from db.reader import AsyncInfluxReader
-from process.engines.heatmap import HeatmapParams, compute_heatmaps, heatmap_lines
 from process.engines.positioning import compute_positioning, positioning_lines
 from process.engines.positions_state import (
     DEFAULT_CUTOFF_MS,
@@ -91,24 +91,14 @@ def _median_time(fn: Callable[[], object], rounds: int) -> float:
     return round(statistics.median(times), 4)
 
 
-def compute_times(snapshot: MarketSnapshot, rounds: int) -> tuple[dict, dict]:
-    params = HeatmapParams()
-
-    def heatmap_with_lines() -> None:
-        heatmap_lines(compute_heatmaps(snapshot, params), snapshot.time_ms)
-
+def compute_times(snapshot: MarketSnapshot, rounds: int) -> dict:
     def positioning_with_lines() -> None:
         positioning_lines(*compute_positioning(snapshot), snapshot.time_ms)
 
-    heatmap = {
-        "compute": _median_time(lambda: compute_heatmaps(snapshot, params), rounds),
-        "with_lines": _median_time(heatmap_with_lines, rounds),
-    }
-    positioning = {
+    return {
         "compute": _median_time(lambda: compute_positioning(snapshot), rounds),
         "with_lines": _median_time(positioning_with_lines, rounds),
     }
-    return heatmap, positioning
 
 
 def position_lines(rows: Sequence[PositionRow], shift_ms: int = 0) -> list[str]:
@@ -192,17 +182,16 @@ def run(
     load_sizes: Sequence[int] = (10_000, 100_000),
     rounds: int = 3,
 ) -> dict:
-    """{"heatmap_s": {size: {...}}, "positioning_s": {...}, "load_s": {...}} in seconds."""
-    heatmap_s, positioning_s = {}, {}
+    """{"positioning_s": {size: {...}}, "load_s": {...}} in seconds."""
+    positioning_s = {}
     snapshots = {}
     for count in sorted(set(sizes) | set(load_sizes)):
         snapshot = synthetic(count)
         if count in sizes:
-            heatmap_s[str(count)], positioning_s[str(count)] = compute_times(snapshot, rounds)
+            positioning_s[str(count)] = compute_times(snapshot, rounds)
         if count in load_sizes:
             snapshots[count] = snapshot
     return {
-        "heatmap_s": heatmap_s,
         "positioning_s": positioning_s,
         "load_s": load_times(snapshots) if snapshots else {},
     }

@@ -45,8 +45,11 @@ from process.storage_ports import PointSink, RowReader
 
 log = logging.getLogger(__name__)
 
-COMPUTE_CHUNK = 250
-"""Accounts counted between two yields to the event loop."""
+TURN_SECONDS = 0.01
+"""The longest the heatmap keeps the event loop at once (trades wait meanwhile)."""
+COMPUTE_CHUNK = 25
+"""Accounts counted between two looks at the clock (an account with many cross positions costs
+up to a millisecond)."""
 
 _GRIDS_QUERY = (
     f'SELECT last("step") AS "step", last("anchor_px") AS "anchor_px" FROM "{LIQ_GRID.name}" '
@@ -237,17 +240,18 @@ class LiquidationHeatmap:
             await self.restore(now)
         self._update_grids(now)
         if self._stored_ms is None or now - self._stored_ms >= self.params.store_every_ms:
-            self.latest, self.latest_ms = await self._compute(), now
-            self.store(now)
+            turns = _Turns()
+            self.latest, self.latest_ms = await self._compute(turns), now
+            await self.store(now, turns)
 
-    async def _compute(self) -> dict[str, CoinPicture]:
-        """`compute`, letting the event loop run every `COMPUTE_CHUNK` accounts (trades keep
-        moving the book meanwhile: the picture spans that second or so)."""
+    async def _compute(self, turns: _Turns) -> dict[str, CoinPicture]:
+        """`compute`, giving the event loop its turn every `TURN_SECONDS` (trades keep moving
+        the book meanwhile: the picture spans that second or so)."""
         pictures = empty_pictures(self.book, self.grids)
         accounts = list(self.book.accounts.values())
         for start in range(0, len(accounts), COMPUTE_CHUNK):
             add_accounts(self.book, accounts[start : start + COMPUTE_CHUNK], pictures, self.params)
-            await asyncio.sleep(0)
+            await turns.take()
         return pictures
 
     async def restore(self, now_ms: int) -> None:
@@ -309,7 +313,7 @@ class LiquidationHeatmap:
             del self._written[key]
             self._pending.append(_level_line(coin, grid, key[1], Level(), now_ms))
 
-    def store(self, now_ms: int) -> None:
+    async def store(self, now_ms: int, turns: _Turns) -> None:
         """Write what changed since the last store (every level at a keyframe)."""
         params = self.params
         keyframe = self._keyframe_ms is None or now_ms - self._keyframe_ms >= (
@@ -333,6 +337,7 @@ class LiquidationHeatmap:
                 if key in written:
                     seen.add(key)
             lines.append(_coverage_line(picture, interest.get(coin), now_ms))
+            await turns.take()
         for key in [key for key in written if key not in seen]:  # emptied since last written
             del written[key]
             grid = self.grids.get(key[0])
@@ -348,6 +353,18 @@ class LiquidationHeatmap:
 
 
 _EMPTY = Level()
+
+
+class _Turns:
+    """Hands the event loop a turn once `TURN_SECONDS` have passed since the last one."""
+
+    def __init__(self) -> None:
+        self.since = time.perf_counter()
+
+    async def take(self) -> None:
+        if time.perf_counter() - self.since >= TURN_SECONDS:
+            await asyncio.sleep(0)
+            self.since = time.perf_counter()
 
 
 def _level_line(coin: str, grid: LevelGrid, index: int, level: Level, now_ms: int) -> str:

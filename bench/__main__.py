@@ -65,6 +65,12 @@ def _book_accuracy() -> dict[str, Any]:
     return book_accuracy.run()
 
 
+def _heatmap_volume() -> dict[str, Any]:
+    from bench import heatmap_volume
+
+    return heatmap_volume.run()
+
+
 def _e2e() -> dict[str, Any]:
     from bench import e2e
 
@@ -85,6 +91,7 @@ SECTIONS: dict[str, Callable[[], dict[str, Any]]] = {
     "engines": _engines,
     "freshness": _freshness,
     "book_accuracy": _book_accuracy,
+    "heatmap_volume": _heatmap_volume,
     "e2e": _e2e,
     "memory": _memory,
 }

@@ -211,6 +211,7 @@ class Settings(BaseSettings):
         Expect("a fraction above 0 and at most 1, such as 0.7"),
     ] = 0.7
     jobs_position_update_interval: PositiveSeconds = 5.0
+    jobs_equity_update_interval: PositiveSeconds = 300.0
     jobs_inactive_days: Annotated[
         float, Field(gt=0), BeforeValidator(_no_bool), Expect("a number of days greater than 0")
     ] = 7.0

@@ -98,6 +98,21 @@ POSITION_CHANGES = Measurement(
     "book had not seen; px = the served entry price)",
     ints=("tid",),
 )
+ACCOUNT_EQUITY = Measurement(
+    "account_equity",
+    tags=("source",),
+    fields=(
+        "address",
+        "account_value",
+        "unrealized_pnl",
+        "total_ntl_pos",
+        "margin_used",
+        "withdrawable",
+    ),
+    description="tracked accounts' value (USD): source poll (as served: marginSummary, summed "
+    "unrealizedPnl, withdrawable) or book (between polls, at the latest marks, at most every "
+    "5 min per account that traded; no margin_used or withdrawable)",
+)
 HLP_POSITIONS = Measurement(
     "hlp_positions",
     tags=("vault", "coin", "side"),
@@ -257,6 +272,7 @@ MEASUREMENTS = {
         ASSET_CTX,
         POSITIONS,
         POSITION_CHANGES,
+        ACCOUNT_EQUITY,
         HLP_POSITIONS,
         HLP_EQUITY,
         ORDER_FLOW,

@@ -44,6 +44,7 @@ from process.liquidations import LiquidationDetector, LiquidationEvent
 from process.points import GapRecord, PointBuilder
 from process.poll_scheduler import PollScheduler
 from process.positions.book import PositionBook, PositionChange
+from process.positions.equity import EquityUpdates
 from process.positions.updates import PositionUpdates
 from process.registry import AddressRegistry
 from process.scheduling import JobRunner
@@ -156,6 +157,12 @@ class Collector:
             self.writer,
             min_interval_ms=round(settings.jobs_position_update_interval * 1000),
         )
+        self.equity_updates = EquityUpdates(
+            self.book,
+            self.writer,
+            self.builder.allocator,
+            min_interval_ms=round(settings.jobs_equity_update_interval * 1000),
+        )
         self.positions = PositionsJob(
             sources.positions_info,
             self.builder,
@@ -166,6 +173,7 @@ class Collector:
             skip=frozenset(sources.vaults),
             batch=max(1, math.ceil(sources.rest_polls_per_minute / 60)) + 1,
             book=self.book,
+            equity=self.equity_updates,
         )
         self.detector = LiquidationDetector(sources.liquidators, self.book.views)
         writer = self.writer
@@ -239,6 +247,7 @@ class Collector:
             runner.add("liquidation_confirm", self.confirmer, 1.0, start_now=False)
         runner.add("positions", self.positions, 1.0)
         runner.add("position_updates", self.position_updates, 1.0, start_now=False)
+        runner.add("equity_updates", self.equity_updates, 5.0, start_now=False)
         runner.add("registry_flush", self._flush_registry, REGISTRY_FLUSH_EVERY, start_now=False)
         runner.add("state_flush", self._flush_state, STATE_FLUSH_EVERY, start_now=False)
         runner.add("expire", self._expire, EXPIRE_EVERY)
@@ -369,6 +378,7 @@ class Collector:
     def _position_changed(self, change: PositionChange) -> None:
         self.position_changes += 1
         self.position_updates.changed(change)
+        self.equity_updates.changed(change)
         line = self.builder.position_change(change)
         if line is not None:
             self.writer.write([line])
@@ -440,6 +450,7 @@ class Collector:
             ),
         ]
         out += self.book.samples() + self.position_updates.samples() + self.confirmer.samples()
+        out += self.equity_updates.samples()
         return out + self.sources.samples() + self.runner.samples()
 
 

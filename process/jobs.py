@@ -19,6 +19,7 @@ from process.liquidations import LiquidationDetector, LiquidationEvent
 from process.points import GapRecord, PointBuilder
 from process.poll_scheduler import PollScheduler
 from process.positions.book import PositionBook
+from process.positions.equity import EquityUpdates, equity_line, served_equity
 from process.positions.margin import rules_from_meta
 from process.registry import AddressRegistry, summarize
 from process.shard import Shard
@@ -210,6 +211,7 @@ class PositionsJob:
     skip: frozenset[str] = frozenset()
     batch: int = 8
     book: PositionBook | None = None  # reconciled with every poll
+    equity: EquityUpdates | None = None  # told of every poll's account_equity point
     polls: int = 0
     failures: int = 0
 
@@ -292,8 +294,12 @@ class PositionsJob:
         self.scheduler.note_polled(address, polled, summary.notional_usd, summary.min_liq_distance)
         self.polls += 1
         lines = self.builder.positions(address, state, polled, closed=closed)
-        if lines:
-            self.writer.write(lines)
+        lines.append(
+            equity_line(self.builder.allocator, address, served_equity(state), "poll", polled)
+        )
+        if self.equity is not None:
+            self.equity.polled(address, polled)
+        self.writer.write(lines)
 
 
 def _held(positions: Iterable[Position]) -> set[tuple[str, str]]:

@@ -3,7 +3,8 @@
     python main.py [run]                      run until SIGTERM/SIGINT (the default command)
     python main.py check                      check config, InfluxDB and Hyperliquid
     python main.py backfill --coins BTC,ETH --days 7 [--datasets candles,funding]
-    python main.py query NAME [--asset BTC] [--hours 24] [--format table|csv|json]
+    python main.py query NAME [--asset BTC] [--hours 24] [--param KEY=VALUE] [--format csv]
+    python main.py query NAME --help          that query's parameters: types, defaults, meaning
     python main.py spool                      what waits in the on-disk spool
 
 Configuration: config/default.yaml, then --config FILE (or HYPERFLUX_CONFIG), then HYPERFLUX_*
@@ -13,12 +14,14 @@ environment variables; see README.md. This module only wires the parts together.
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import contextlib
 import logging
 import os
 import signal
 import sys
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +30,7 @@ from db import read_from_influx
 from db.bootstrap import detect_server, ensure_database
 from db.embedded import DEFAULT_URL, answers_ping
 from db.local_server import influxd_path
-from db.queries import QUERIES
+from db.queries import QUERIES, NamedQuery, get_query
 from db.storage import default_target, open_spool, open_storage, target_from_settings
 from fetch import weights
 from fetch.hlp import discover_hlp
@@ -65,14 +68,26 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument("--days", type=float, default=7.0, help="how far back (default 7)")
     fill.add_argument("--datasets", default=",".join(DATASETS), help="candles,funding")
     fill.add_argument("--interval", default="1h", help="candle interval (default 1h)")
-    query = commands.add_parser("query", help="a named query (read_from_influx) from the shell")
-    query.add_argument("name", help=f"one of: {', '.join(sorted(QUERIES))}")
-    query.add_argument("--asset", help="coin, e.g. BTC")
-    query.add_argument("--hours", type=float, help="window length in hours")
+    query = commands.add_parser(
+        "query",
+        help="a named query (read_from_influx) from the shell; query NAME --help lists its "
+        "parameters",
+        add_help=False,  # `query NAME --help` describes that query (show_query_help)
+        description="Run a named query (read_from_influx) and print its rows. Values are "
+        "converted by the query's declared parameter types.",
+    )
+    query.add_argument("name", nargs="?", help=f"one of: {', '.join(sorted(QUERIES))}")
+    query.add_argument("-h", "--help", action="store_true", help="this help, or NAME's")
+    query.add_argument("--asset", help="coin, e.g. BTC (case-sensitive)")
+    query.add_argument("--hours", metavar="H", help="window length in hours, ending at --end/now")
+    query.add_argument("--start", metavar="TIME", help="window start, e.g. 2024-05-01T12:00Z")
+    query.add_argument("--end", metavar="TIME", help="window end (exclusive)")
+    query.add_argument("--limit", metavar="N", help="most rows (0: no limit)")
     query.add_argument(
-        "--param", action="append", default=[], metavar="KEY=VALUE", help="other parameters"
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="any parameter"
     )
     query.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    query.set_defaults(query_parser=query)
     commands.add_parser("spool", help="show what waits in the on-disk spool")
     return parser
 
@@ -257,17 +272,66 @@ async def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def run_query(settings: Settings, args: argparse.Namespace) -> int:
-    params: dict[str, Any] = {}
+_QUERY_OPTIONS = ("asset", "hours", "start", "end", "limit")
+"""`query` options that are shorthands for `--param KEY=VALUE`."""
+
+
+def query_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The `query` command's parameters, converted by the named query's declared types."""
+    text: dict[str, str] = {}
     for item in args.param:
         key, sep, value = item.partition("=")
-        if not sep:
+        if not sep or not key.strip():
             raise HyperfluxError(f"--param takes KEY=VALUE, got {item!r}")
-        params[key] = value
-    if args.asset is not None:
-        params["asset"] = args.asset
-    if args.hours is not None:
-        params["hours"] = args.hours
+        text[key.strip()] = value
+    for key in _QUERY_OPTIONS:
+        if getattr(args, key) is not None:
+            text[key] = getattr(args, key)
+    return get_query(args.name).from_text(text)
+
+
+def show_query_help(args: argparse.Namespace) -> int:
+    """`query --help`: the command's options and every query; `query NAME --help`: NAME's
+    parameters with their types, defaults and descriptions."""
+    parser: argparse.ArgumentParser = args.query_parser
+    if args.name is None:
+        lines = [parser.format_help(), "queries (query NAME --help for its parameters):"]
+        width = max(map(len, QUERIES))
+        for name in sorted(QUERIES):
+            summary = QUERIES[name].description.split(". ")[0].rstrip(".")
+            lines.append(f"  {name:<{width}}  {textwrap.shorten(summary, 96 - width)}")
+        sys.stdout.write("\n".join(lines) + "\n")
+        return 0
+    query = get_query(args.name)
+    shorthands = " ".join(f"[--{p.name} ...]" for p in query.params if p.name in _QUERY_OPTIONS)
+    usage = (
+        f"usage: {parser.prog} {query.name} {shorthands} [--param KEY=VALUE ...] "
+        "[--format table|csv|json]"
+    )
+    sys.stdout.write(f"{usage}\n\n{query.help_text()}shell:   {shell_example(query)}\n")
+    return 0
+
+
+def shell_example(query: NamedQuery) -> str:
+    """The query's example (a read_from_influx call) as a command line."""
+    call = ast.parse(query.example, mode="eval").body
+    assert isinstance(call, ast.Call)
+    words = ["python main.py query", query.name]
+    for keyword in call.keywords:
+        value = ast.literal_eval(keyword.value)
+        option = f"--{keyword.arg}" if keyword.arg in _QUERY_OPTIONS else "--param"
+        words.append(
+            f"{option} {value}" if option != "--param" else f"--param {keyword.arg}={value}"
+        )
+    return " ".join(words)
+
+
+def run_query(settings: Settings, args: argparse.Namespace) -> int:
+    if args.name is None:
+        raise HyperfluxError(
+            f"query needs a NAME, one of: {', '.join(sorted(QUERIES))} (query --help)"
+        )
+    params = query_params(args)
     from utils.tabular import format_frame  # pandas: only for this command
 
     frame = read_from_influx(args.name, target=default_target(settings), **params)
@@ -286,6 +350,8 @@ def show_spool(settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "query" and args.help:
+            return show_query_help(args)  # before the settings: help works with any config
         env = dict(os.environ)
         if getattr(args, "shard", None):
             env["HYPERFLUX_JOBS_SHARD"] = args.shard

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,13 +99,25 @@ def parse_query_response(response: httpx.Response) -> list[dict[str, Any]]:
         raise InfluxQueryError(
             f"InfluxDB answered {response.status_code} with a body that is not JSON"
         ) from None
+    rows: list[dict[str, Any]] = []
+    if collect_rows(body, rows):
+        raise partial_error(len(rows))
+    return rows
+
+
+def collect_rows(body: Mapping[str, Any], rows: list[dict[str, Any]]) -> bool:
+    """Append the rows of one answer (or one chunk of it) to `rows`, series tags merged in and
+    `_measurement` added; True if it is marked partial (more follows, or the server cut it).
+    Raises InfluxQueryError with the server's message when the query failed."""
     if "error" in body:
         raise InfluxQueryError(f"InfluxDB refused the query: {body['error']}")
-    rows: list[dict[str, Any]] = []
+    partial = False
     for result in body.get("results", []):
         if "error" in result:
             raise InfluxQueryError(f"InfluxDB refused the query: {result['error']}")
+        partial = partial or bool(result.get("partial"))
         for series in result.get("series", []):
+            partial = partial or bool(series.get("partial"))
             columns = series["columns"]
             tags = series.get("tags", {})
             name = series.get("name")
@@ -113,7 +126,15 @@ def parse_query_response(response: httpx.Response) -> list[dict[str, Any]]:
                 row.update(tags)
                 row["_measurement"] = name
                 rows.append(row)
-    return rows
+    return partial
+
+
+def partial_error(rows: int) -> InfluxQueryError:
+    return InfluxQueryError(
+        f'InfluxDB sent only part of the answer ({rows} rows, marked "partial"): the server '
+        "cut it, e.g. at its [http] max-row-limit because it (or a proxy) ignored chunked=true; "
+        "set max-row-limit = 0 on the server, or ask for less (a shorter start/end window)"
+    )
 
 
 def public_url(url: str | httpx.URL) -> str:

@@ -59,6 +59,7 @@ class LocalInfluxd:
         rpc_port: int | None = None,
         auth_enabled: bool = False,
         max_body_size: int = 25_000_000,
+        max_row_limit: int = 0,
         log_level: str = "warn",
     ) -> None:
         self.root = Path(root)
@@ -66,6 +67,7 @@ class LocalInfluxd:
         self.rpc_port = rpc_port or free_port()
         self.auth_enabled = auth_enabled
         self.max_body_size = max_body_size
+        self.max_row_limit = max_row_limit  # rows of a non-chunked /query answer; 0: no limit
         self.log_level = log_level
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -122,6 +124,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
   suppress-write-log = true
   pprof-enabled = false
   max-body-size = {self.max_body_size}
+  max-row-limit = {self.max_row_limit}
 
 [logging]
   level = "{self.log_level}"

@@ -2,16 +2,20 @@
 
 Adding a query is one `register(NamedQuery(...))` declaration below. Every user-supplied value
 reaches InfluxDB as a bound parameter (`$name` in the statement, the value in the request's
-`params` JSON), never as text in the statement. Time windows are turned into an absolute lower
-bound (`time >= $start`, RFC3339 with nanoseconds, computed on this machine's UTC clock): InfluxDB
-1.x only binds a duration when it is sent as a typed object, which 3.x does not understand, while an
-RFC3339 string works everywhere.
+`params` JSON), never as text in the statement. Every query has a window, `time >= $start AND
+time < $end`, bound as RFC3339 strings with nanoseconds (computed on this machine's UTC clock from
+`hours`/`minutes`, or given as `start`/`end`): InfluxDB 1.x only binds a duration when it is sent
+as a typed object, which 3.x does not understand, while an RFC3339 string works everywhere. Every
+query has a row `limit` too: plain-row queries end in `ORDER BY time DESC LIMIT $limit` (the
+newest rows kept), the reduced ones (GROUP BY, transform) are cut by the reader.
 """
 
 from __future__ import annotations
 
+import calendar
 import math
 import re
+import textwrap
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -110,12 +114,50 @@ def rfc3339_ns(epoch_ns: int) -> str:
     return f"{stamp}.{nanos:09d}Z"
 
 
-def hours_ago(hours: float) -> str:
-    """The RFC3339 instant `hours` before now (this machine's clock, UTC), for `time >= $start`."""
-    return rfc3339_ns(time.time_ns() - round(hours * 3_600_000_000_000))
+NO_END = "2262-04-11T23:47:16.854775806Z"
+"""InfluxDB's last representable instant: the bound `$end` of a window without an end."""
+_MIN_NS, _MAX_NS = -9_223_372_036_854_775_806, 9_223_372_036_854_775_806
+_TIME_TEXT = re.compile(
+    r"(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}(?::\d{2})?)(?:\.(\d{1,9}))?)?"
+    r"(Z|[+-]\d{2}:?\d{2})?",
+    re.IGNORECASE,
+)
+
+
+def parse_time(value: Any) -> int:
+    """Epoch ns of an ISO 8601 / RFC3339 text (`2024-05-01`, `2024-05-01T12:00:00.5Z`, with an
+    offset or without one: UTC) or of a datetime / pandas Timestamp (naive: UTC)."""
+    if isinstance(value, datetime):
+        whole = calendar.timegm(value.utctimetuple())
+        ns = whole * 1_000_000_000 + value.microsecond * 1000 + getattr(value, "nanosecond", 0)
+    elif isinstance(value, str) and (match := _TIME_TEXT.fullmatch(value.strip())):
+        day, clock, fraction, offset = match.groups()
+        offset = (offset or "+00:00").upper().replace("Z", "+00:00")
+        if ":" not in offset:
+            offset = f"{offset[:3]}:{offset[3:]}"
+        try:
+            moment = datetime.fromisoformat(f"{day}T{clock or '00:00'}{offset}")
+        except ValueError as exc:
+            raise ValueError(f"is not a valid time ({exc}): {value!r}") from None
+        ns = calendar.timegm(moment.utctimetuple()) * 1_000_000_000
+        ns += int((fraction or "").ljust(9, "0"))
+    else:
+        raise ValueError(
+            "must be a time like 2024-05-01T12:00:00Z (ISO 8601; UTC unless it has an offset) "
+            f"or a datetime, got {type(value).__name__} {value!r}"
+        )
+    if not _MIN_NS <= ns <= _MAX_NS:
+        raise ValueError(f"is outside InfluxDB's time range (1677 to 2262): {value!r}")
+    return ns
 
 
 _REQUIRED: Any = object()
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+
+
+def _a(type_name: str) -> str:
+    return f"an {type_name}" if type_name[:1] in "aeiou" else f"a {type_name}"
 
 
 @dataclass(frozen=True)
@@ -123,8 +165,11 @@ class Param:
     """One parameter of a named query.
 
     `bind_as` names the `$placeholder` it fills (default: its own name); `convert` turns the
-    validated value into the bound value (e.g. hours -> RFC3339 start). A parameter with
-    `bind=False` never reaches InfluxDB: it goes to the query's `transform` (e.g. top n).
+    validated value into the bound value. A parameter with `bind=False` never reaches InfluxDB
+    as itself: it goes to the query's `transform` (e.g. top n), or it is one of the window and
+    limit parameters every query has (`start`, `end`, `hours`/`minutes`, `limit`), which
+    `NamedQuery.resolve` turns into `$start`, `$end` and `$limit`. `parse` replaces the type
+    check (times: text or datetime in, epoch ns out); `kind` is the type name shown.
     """
 
     name: str
@@ -138,6 +183,8 @@ class Param:
     bind_as: str | None = None
     convert: Callable[[Any], Any] | None = None
     bind: bool = True
+    parse: Callable[[Any], Any] | None = None
+    kind: str = ""
 
     @property
     def required(self) -> bool:
@@ -147,20 +194,39 @@ class Param:
     def placeholder(self) -> str:
         return self.bind_as or self.name
 
+    @property
+    def type_name(self) -> str:
+        return self.kind or self.type.__name__
+
     def describe(self) -> str:
-        text = f"{self.name}: {self.type.__name__}"
+        text = f"{self.name}: {self.type_name}"
         if self.choices:
             text += f" in {{{', '.join(self.choices)}}}"
-        return text + (" (required)" if self.required else f" = {self.default!r}")
+        if self.required:
+            return text + " (required)"
+        return text + (" (optional)" if self.default is None else f" = {self.default!r}")
+
+    def from_text(self, text: str) -> Any:
+        """A command-line value (`--param n=3`) converted to the declared type."""
+        if self.parse is not None or self.type is str:
+            return text
+        if self.type is bool:
+            if text.strip().lower() in _TRUE | _FALSE:
+                return text.strip().lower() in _TRUE
+            raise ValueError(f"must be a bool (true or false), got {text!r}")
+        try:
+            return self.type(text.strip())
+        except ValueError:
+            raise ValueError(f"must be {_a(self.type_name)}, got {text!r}") from None
 
     def validate(self, value: Any) -> Any:
         """The value, checked and coerced (int -> float); a one-line reason otherwise."""
+        if self.parse is not None:
+            return self.parse(value)
         if self.type is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, self.type) or (self.type is not bool and isinstance(value, bool)):
-            raise ValueError(
-                f"must be a {self.type.__name__}, got {type(value).__name__} {value!r}"
-            )
+            raise ValueError(f"must be {_a(self.type_name)}, got {type(value).__name__} {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"must be a finite number, got {value!r}")
         if self.minimum is not None and value < self.minimum:
@@ -175,9 +241,23 @@ class Param:
         return value
 
 
+DEFAULT_LIMIT = 1_000_000
+"""Rows a history query returns at most unless told otherwise: a day of BTC trades fits (a few
+hundred MB as a DataFrame); more is cut, the newest kept, with a warning."""
+_LENGTHS = {"hours": 3_600_000_000_000, "minutes": 60_000_000_000}
+
+
 @dataclass(frozen=True)
 class NamedQuery:
-    """A read query with a name, typed parameters and the columns it returns besides `time`."""
+    """A read query with a name, typed parameters and the columns it returns besides `time`.
+
+    Every query has a time window and a row limit: its statement filters on
+    `time >= $start AND time < $end`, and its parameters include `window(...)` and `limit(...)`.
+    A query without `transform` or `GROUP BY` gets `ORDER BY time DESC LIMIT $limit` added (see
+    `statement`): InfluxDB cuts the answer to the newest `limit` rows, and one more row is asked
+    for, so that the reader knows when it did. The others are cut by the reader after the
+    transform (`limit` first rows of the answer).
+    """
 
     name: str
     influxql: str
@@ -189,7 +269,12 @@ class NamedQuery:
     """Columns that are integers; every other numeric column is returned as float."""
     transform: Callable[[pd.DataFrame, Mapping[str, Any]], pd.DataFrame] | None = None
     """Applied to the frame with the unbound parameters (rows InfluxQL cannot reduce)."""
+    lead_minutes: float = 0.0
+    """The statement's `$start` is this much before the window's start (see liq_levels)."""
     _by_name: dict[str, Param] = field(init=False, repr=False, compare=False)
+    statement: str = field(init=False, repr=False, compare=False)
+    """The statement sent: `influxql`, plus the newest-first LIMIT when InfluxDB applies it."""
+    measurement: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {p.name: p for p in self.params})
@@ -198,48 +283,115 @@ class NamedQuery:
             raise ValueError(f"query {self.name!r}: duplicate parameter names")
         if reserved := _RESERVED_PARAM_NAMES & set(self._by_name):
             raise ValueError(f"query {self.name!r}: reserved parameter names {sorted(reserved)}")
-        placeholders = set(_PLACEHOLDER.findall(self.influxql))
-        bound = {p.placeholder for p in self.params if p.bind}
+        if missing := {"start", "end", "hours", "limit"} - set(self._by_name):
+            raise ValueError(f"query {self.name!r}: no {sorted(missing)} (use window(), limit())")
+        statement = self.influxql
+        if self.limit_in_influxql:
+            statement += " ORDER BY time DESC LIMIT $limit"
+        object.__setattr__(self, "statement", statement)
+        found = re.search(r'FROM "([A-Za-z0-9_]+)"', self.influxql)
+        object.__setattr__(self, "measurement", found.group(1) if found else "")
+        placeholders = set(_PLACEHOLDER.findall(statement))
+        bound = {p.placeholder for p in self.params if p.bind} | {"start", "end"}
+        if self.limit_in_influxql:
+            bound.add("limit")
         if placeholders != bound:
             raise ValueError(
                 f"query {self.name!r}: $placeholders {sorted(placeholders)} "
                 f"do not match the parameters' bindings {sorted(bound)}"
             )
 
+    @property
+    def limit_in_influxql(self) -> bool:
+        """Whether InfluxDB applies `limit` (plain rows), or the reader after the transform."""
+        return self.transform is None and "GROUP BY" not in self.influxql.upper()
+
     def signature(self) -> str:
         return f"{self.name}({', '.join(p.describe() for p in self.params)})"
+
+    def help_text(self) -> str:
+        """Every parameter with its type, default and description, and an example."""
+        width = max(len(p.name) for p in self.params)
+        lines = [f"{self.name}: {self.description}", "", "parameters:"]
+        for param in self.params:
+            lines.append(f"  {param.name:<{width}}  {param.describe().split(': ', 1)[1]}")
+            if param.description:
+                lines += textwrap.wrap(
+                    param.description,
+                    100,
+                    initial_indent=" " * (width + 4),
+                    subsequent_indent=" " * (width + 4),
+                )
+        lines += ["", f"example: {self.example}"]
+        return "\n".join(lines) + "\n"
+
+    def from_text(self, given: Mapping[str, str]) -> dict[str, Any]:
+        """Command-line values (text) converted by the parameters' declared types."""
+        converted: dict[str, Any] = {}
+        for key, text in given.items():
+            param = self._by_name.get(key)
+            if param is None:
+                converted[key] = text  # resolve() names the unknown parameter
+                continue
+            try:
+                converted[key] = param.from_text(text)
+            except ValueError as exc:
+                raise InfluxQueryError(
+                    f"query {self.name!r}: parameter {key!r} {exc}; allowed: {self.signature()}"
+                ) from None
+        return converted
 
     def bind(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Validated bound parameters for `given` keyword arguments; InfluxQueryError otherwise."""
         return self.resolve(given)[0]
 
     def resolve(self, given: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(bound parameters, unbound options) for `given`; InfluxQueryError when invalid."""
+        """(bound parameters, unbound options) for `given`; InfluxQueryError when invalid.
+
+        The window: `start` (default: `end` or now, minus `hours` or `minutes`) to `end`
+        (exclusive; default: none). `start` and a length are one choice, not both.
+        """
         allowed = f"allowed: {self.signature()}"
+
+        def error(problem: str) -> InfluxQueryError:
+            return InfluxQueryError(f"query {self.name!r}: {problem}; {allowed}")
+
         if unknown := sorted(set(given) - set(self._by_name)):
-            raise InfluxQueryError(
-                f"query {self.name!r}: unknown parameter {', '.join(unknown)}; {allowed}"
-            )
+            raise error(f"unknown parameter {', '.join(unknown)}")
         bound: dict[str, Any] = {}
         options: dict[str, Any] = {}
         for param in self.params:
-            if param.name in given:
+            if param.name in given and (given[param.name] is not None or param.required):
                 try:
                     value = param.validate(given[param.name])
                 except ValueError as exc:
-                    raise InfluxQueryError(
-                        f"query {self.name!r}: parameter {param.name!r} {exc}; {allowed}"
-                    ) from None
+                    raise error(f"parameter {param.name!r} {exc}") from None
             elif param.required:
-                raise InfluxQueryError(
-                    f"query {self.name!r}: missing required parameter {param.name!r}; {allowed}"
-                )
+                raise error(f"missing required parameter {param.name!r}")
             else:
                 value = param.default
             if not param.bind:
                 options[param.name] = value
                 continue
             bound[param.placeholder] = param.convert(value) if param.convert else value
+        chosen = [n for n in ("start", "hours", "minutes") if given.get(n) is not None]
+        if len(chosen) > 1:
+            raise error(f"give one of {' or '.join(chosen)}, not both")
+        end_ns = options["end"]
+        if options["start"] is not None:
+            start_ns = options["start"]
+        else:
+            unit = chosen[0] if chosen else ("minutes" if "minutes" in options else "hours")
+            anchor = end_ns if end_ns is not None else time.time_ns()
+            start_ns = anchor - round(options[unit] * _LENGTHS[unit])
+        if end_ns is not None and start_ns >= end_ns:
+            raise error(f"start {rfc3339_ns(start_ns)} is not before end {rfc3339_ns(end_ns)}")
+        start_ns -= round(self.lead_minutes * _LENGTHS["minutes"])
+        bound["start"] = rfc3339_ns(max(start_ns, _MIN_NS))
+        bound["end"] = NO_END if end_ns is None else rfc3339_ns(end_ns)
+        if self.limit_in_influxql:
+            limit = options["limit"]
+            bound["limit"] = limit + 1 if limit else 0  # one more: was anything left out?
         return bound, options
 
     def finish(self, frame: pd.DataFrame, options: Mapping[str, Any]) -> pd.DataFrame:
@@ -271,30 +423,83 @@ def get_query(name: str) -> NamedQuery:
         ) from None
 
 
-def asset(description: str = "Hyperliquid coin, e.g. BTC, kPEPE, @107") -> Param:
+def asset(description: str = "Hyperliquid coin, e.g. BTC, kPEPE, @107 (case-sensitive)") -> Param:
     return Param("asset", str, description=description)
 
 
-def lookback(default: float = 24.0) -> Param:
-    """`hours` back from now, bound as `$start`; up to ten years."""
-    return Param(
+def window(hours: float | None = 24.0, minutes: float | None = None) -> tuple[Param, ...]:
+    """The window parameters: its length in `hours` (or, for the latest-state queries, in
+    `minutes`, with `hours` as the alternative), `start` instead of a length, and `end`."""
+    length = Param(
         "hours",
         float,
-        default=default,
-        description="window length in hours, ending now",
+        default=hours,
+        description="window length in hours, ending at end (default now)",
         minimum=1e-6,
-        maximum=87_600.0,
-        bind_as="start",
-        convert=hours_ago,
+        maximum=87_600.0,  # ten years
+        bind=False,
+    )
+    lengths: tuple[Param, ...] = (length,)
+    if minutes is not None:
+        lengths = (
+            Param(
+                "minutes",
+                float,
+                default=minutes,
+                description="only points newer than this many minutes before end (default now)",
+                minimum=1e-3,
+                maximum=10_080.0,
+                bind=False,
+            ),
+            replace(length, default=None, description="the same window in hours, instead"),
+        )
+    times = (
+        Param(
+            "start",
+            str,
+            default=None,
+            description="window start (ISO 8601, UTC unless an offset is given), instead of "
+            "a length",
+            bind=False,
+            parse=parse_time,
+            kind="time",
+        ),
+        Param(
+            "end",
+            str,
+            default=None,
+            description="window end, exclusive (default: none)",
+            bind=False,
+            parse=parse_time,
+            kind="time",
+        ),
+    )
+    return (*lengths, *times)
+
+
+def limit(default: int = DEFAULT_LIMIT, kept: str = "the newest") -> Param:
+    return Param(
+        "limit",
+        int,
+        default=default,
+        description=f"most rows returned, {kept} kept (0: no limit); a cut answer logs a "
+        "warning and has frame.attrs['truncated'] = True",
+        minimum=0,
+        maximum=1_000_000_000,
+        bind=False,
     )
 
 
+WINDOW = "time >= $start AND time < $end"
+"""Every named query's window, `$start` and `$end` bound by `NamedQuery.resolve`."""
+
+
 def coin_window(measurement: Measurement, example: str) -> NamedQuery:
-    """Every tag and field of one coin's points over the last `hours`."""
+    """Every tag and field of one coin's points over the window."""
     return NamedQuery(
         name=measurement.name,
-        influxql=f'{measurement.select()} WHERE "coin" = $asset AND time >= $start',
-        params=(asset(), lookback()),
+        influxql=f'{measurement.select()} WHERE "coin" = $asset AND {WINDOW}',
+        params=(asset(), *window(), limit()),
         description=f"{measurement.description[0].upper()}{measurement.description[1:]}.",
         example=example,
         columns=measurement.columns,
@@ -330,12 +535,10 @@ register(
     NamedQuery(
         name=CANDLES.name,
         influxql=(
-            f'{CANDLES.select()} WHERE "coin" = $asset AND "interval" = $interval '
-            "AND time >= $start"
+            f'{CANDLES.select()} WHERE "coin" = $asset AND "interval" = $interval AND {WINDOW}'
         ),
         params=(
             asset(),
-            lookback(),
             Param(
                 "interval",
                 str,
@@ -343,6 +546,8 @@ register(
                 description="candle interval",
                 choices=CANDLE_INTERVALS,
             ),
+            *window(),
+            limit(),
         ),
         description="OHLCV candles of one coin and interval, stamped at their open time; "
         "volume in base units.",
@@ -355,24 +560,8 @@ register(coin_window(FUNDING, 'read_from_influx("funding", asset="ETH", hours=16
 
 
 CVD_WINDOWS = ("1m", "5m", "15m", "1h")
-
-
-def minutes_ago(minutes: float) -> str:
-    return hours_ago(minutes / 60)
-
-
-def recent(default_minutes: float = 20.0) -> Param:
-    """`minutes` back from now (the staleness cutoff of position snapshots), bound as `$start`."""
-    return Param(
-        "minutes",
-        float,
-        default=default_minutes,
-        description="only snapshots newer than this many minutes",
-        minimum=1e-3,
-        maximum=10_080.0,
-        bind_as="start",
-        convert=minutes_ago,
-    )
+POSITIONS_MINUTES = 20.0
+"""The staleness cutoff of position snapshots: a position not polled for this long is left out."""
 
 
 def latest_per_address(frame: pd.DataFrame, options: Mapping[str, Any]) -> pd.DataFrame:
@@ -404,8 +593,8 @@ register(
 register(
     NamedQuery(
         name="latest_positions",
-        influxql=f'{POSITIONS.select()} WHERE "coin" = $asset AND time >= $start',
-        params=(asset(), recent()),
+        influxql=f'{POSITIONS.select()} WHERE "coin" = $asset AND {WINDOW}',
+        params=(asset(), *window(minutes=POSITIONS_MINUTES), limit(0, kept="the largest")),
         description="Each tracked address's latest open position in one coin (largest first).",
         example='read_from_influx("latest_positions", asset="BTC", minutes=20)',
         columns=POSITIONS.columns,
@@ -416,13 +605,14 @@ register(
 register(
     NamedQuery(
         name="whales",
-        influxql=f'{POSITIONS.select()} WHERE "coin" = $asset AND time >= $start',
+        influxql=f'{POSITIONS.select()} WHERE "coin" = $asset AND {WINDOW}',
         params=(
             asset(),
-            recent(),
             Param(
                 "n", int, default=20, description="how many", minimum=1, maximum=1000, bind=False
             ),
+            *window(minutes=POSITIONS_MINUTES),
+            limit(0, kept="the largest"),
         ),
         description="The n largest open positions in one coin, from the latest polls.",
         example='read_from_influx("whales", asset="ETH", n=10)',
@@ -434,11 +624,12 @@ register(
 register(
     NamedQuery(
         name=CVD.name,
-        influxql=f'{CVD.select()} WHERE "coin" = $asset AND "window" = $window AND time >= $start',
+        influxql=f'{CVD.select()} WHERE "coin" = $asset AND "window" = $window AND {WINDOW}',
         params=(
             asset(),
-            lookback(),
             Param("window", str, default="5m", description="rolling window", choices=CVD_WINDOWS),
+            *window(),
+            limit(),
         ),
         description=f"{CVD.description[0].upper()}{CVD.description[1:]}.",
         example='read_from_influx("cvd", asset="BTC", hours=6, window="15m")',
@@ -471,10 +662,13 @@ register(
         influxql=(
             'SELECT last("price") AS "price", '
             + ", ".join(f'"{f}"' for f in _LEVEL_FIELDS)
-            + f' FROM "{LIQ_LEVELS.name}" WHERE "coin" = $asset AND time >= $start '
-            'GROUP BY "level"'
+            + f' FROM "{LIQ_LEVELS.name}" WHERE "coin" = $asset AND {WINDOW} GROUP BY "level"'
         ),
-        params=(asset(), recent(default_minutes=HEATMAP_LOOKBACK_MINUTES)),
+        params=(
+            asset(),
+            *window(minutes=HEATMAP_LOOKBACK_MINUTES),
+            limit(0, kept="the lowest levels"),
+        ),
         description="The newest liquidation heatmap of one coin: per absolute price level (tag "
         "level = its lower edge), the USD liquidated there and the positions' counts, from each "
         f"level's latest point in the last `minutes` ({HEATMAP_LOOKBACK_MINUTES:.0f}: every "
@@ -489,17 +683,11 @@ register(
 )
 
 
-def levels_window(hours: float) -> str:
-    """The window's start, a keyframe interval earlier: every level then has a point to carry
-    forward from the window's start on."""
-    return hours_ago(hours + HEATMAP_LOOKBACK_MINUTES / 60)
-
-
 register(
     NamedQuery(
         name=LIQ_LEVELS.name,
-        influxql=f'{LIQ_LEVELS.select()} WHERE "coin" = $asset AND time >= $start',
-        params=(asset(), replace(lookback(), convert=levels_window)),
+        influxql=f'{LIQ_LEVELS.select()} WHERE "coin" = $asset AND {WINDOW}',
+        params=(asset(), *window(), limit()),
         description="The liquidation heatmap of one coin over time, as written: a point when a "
         f"level changed (every level again every {LIQ_LEVELS_KEYFRAME_MINUTES} min; an emptied "
         f"level once with zeros). Rows start {HEATMAP_LOOKBACK_MINUTES:.0f} min before the "
@@ -508,14 +696,15 @@ register(
         example='read_from_influx("liq_levels", asset="BTC", hours=6)',
         columns=LIQ_LEVELS.columns,
         ints=LIQ_LEVELS.ints,
+        lead_minutes=HEATMAP_LOOKBACK_MINUTES,
     )
 )
 register(coin_window(LIQ_COVERAGE, 'read_from_influx("liq_coverage", asset="BTC", hours=6)'))
 register(
     NamedQuery(
         name=GLOBAL_METRICS.name,
-        influxql=f"{GLOBAL_METRICS.select()} WHERE time >= $start",
-        params=(lookback(),),
+        influxql=f"{GLOBAL_METRICS.select()} WHERE {WINDOW}",
+        params=(*window(), limit()),
         description=f"{GLOBAL_METRICS.description[0].upper()}{GLOBAL_METRICS.description[1:]}.",
         example='read_from_influx("global_metrics", hours=24)',
         columns=GLOBAL_METRICS.columns,
@@ -525,8 +714,8 @@ register(
 register(
     NamedQuery(
         name=HLP_POSITIONS.name,
-        influxql=f"{HLP_POSITIONS.select()} WHERE time >= $start",
-        params=(lookback(),),
+        influxql=f"{HLP_POSITIONS.select()} WHERE {WINDOW}",
+        params=(*window(), limit()),
         description="Positions of the HLP parent and child vaults (tag vault).",
         example='read_from_influx("hlp_positions", hours=6)',
         columns=HLP_POSITIONS.columns,

@@ -352,10 +352,14 @@ def test_points_carry_the_exchange_times_and_exact_fields():
 def test_query_intervals_are_the_backfill_intervals():
     assert tuple(INTERVAL_MS) == CANDLE_INTERVALS
     assert QUERIES["candles"].signature() == (
-        "candles(asset: str (required), hours: float = 24.0, interval: str in "
-        "{1m, 3m, 5m, 15m, 30m, 1h, 2h, 4h, 8h, 12h, 1d, 3d, 1w, 1M} = '1h')"
+        "candles(asset: str (required), interval: str in "
+        "{1m, 3m, 5m, 15m, 30m, 1h, 2h, 4h, 8h, 12h, 1d, 3d, 1w, 1M} = '1h', hours: float = 24.0, "
+        "start: time (optional), end: time (optional), limit: int = 1000000)"
     )
-    assert QUERIES["funding"].signature() == ("funding(asset: str (required), hours: float = 24.0)")
+    assert QUERIES["funding"].signature() == (
+        "funding(asset: str (required), hours: float = 24.0, start: time (optional), "
+        "end: time (optional), limit: int = 1000000)"
+    )
     assert BackfillReport(0, 1, "1h").summary() == "total 0 points"
 
 

@@ -90,6 +90,72 @@ def test_help_lists_the_commands():
         assert command in result.stdout
 
 
+def test_query_help_lists_every_query():
+    result = main("query", "--help", HYPERFLUX_CONFIG="/nonexistent.yaml")  # no config needed
+    assert result.returncode == 0, result.stderr
+    assert "queries (query NAME --help for its parameters):" in result.stdout
+    for name in ("trades", "whales", "liq_heatmap", "global_metrics"):
+        assert f"\n  {name} " in result.stdout
+
+
+def test_query_name_help_lists_its_parameters_with_types_and_defaults():
+    result = main("query", "whales", "--help")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("usage: main.py query whales [--asset ...] [--hours ...]")
+    assert lines[2] == "whales: The n largest open positions in one coin, from the latest polls."
+    for expected in (
+        "  asset    str (required)",
+        "  n        int = 20",
+        "           how many",
+        "  minutes  float = 20.0",
+        "  hours    float (optional)",
+        "  start    time (optional)",
+        "  end      time (optional)",
+        "  limit    int = 0",
+    ):
+        assert expected in lines, expected
+    assert lines[-1] == "shell:   python main.py query whales --asset ETH --param n=10"
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (("whales", "--asset", "BTC", "--param", "n=x"), "parameter 'n' must be an int, got 'x'"),
+        (
+            ("whales", "--asset", "BTC", "--param", "n=3.5"),
+            "parameter 'n' must be an int, got '3.5'",
+        ),
+        (("whales", "--asset", "BTC", "--param", "n=0"), "parameter 'n' must be >= 1, got 0"),
+        (
+            ("trades", "--asset", "BTC", "--hours", "six"),
+            "parameter 'hours' must be a float, got 'six'",
+        ),
+        (
+            ("trades", "--asset", "BTC", "--limit", "1e3"),
+            "parameter 'limit' must be an int, got '1e3'",
+        ),
+        (
+            ("trades", "--asset", "BTC", "--start", "yesterday"),
+            "parameter 'start' must be a time like",
+        ),
+        (("trades", "--asset", "BTC", "--param", "coin=BTC"), "unknown parameter coin"),
+        (("global_metrics", "--asset", "BTC"), "unknown parameter asset"),
+        (("whales", "--asset", "BTC", "--param", "n"), "--param takes KEY=VALUE, got 'n'"),
+        ((), "query needs a NAME, one of: asset_ctx,"),
+        (("tradez",), "unknown query 'tradez'; available: asset_ctx,"),
+    ],
+)
+def test_bad_query_parameters_are_one_line_naming_the_type(args, problem):
+    """Checked before any connection: the server address does not answer."""
+    result = main("query", *args, HYPERFLUX_INFLUX_URL="http://127.0.0.1:1")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("hyperflux: ") and problem in lines[0], lines[0]
+
+
 @pytest.mark.parametrize("command", ["run", "check"])
 def test_a_data_dir_that_cannot_be_written_is_one_line(command, tmp_path):
     """/sys refuses new entries even to root; a path below a regular file cannot exist."""

@@ -13,6 +13,7 @@ from db.line_protocol import encode_point
 from db.queries import QUERIES
 from db.schema import LIQ_COVERAGE, LIQ_LEVELS, MEASUREMENTS
 from tests.conftest import influxql
+from utils.errors import InfluxQueryError
 
 REQUIRED = {
     "latest_positions",
@@ -203,7 +204,10 @@ def test_hostile_asset_values_return_nothing_and_change_nothing(influxd, influx_
     hostile_values = ("BTC' OR 1=1", 'BTC" OR "coin" =~ /.*/', 'BTC"; DROP DATABASE x', "$asset")
     for hostile in hostile_values:
         for name in ("trades", "whales", "cvd", "liq_heatmap"):
-            assert read_from_influx(name, target=target, asset=hostile).empty
+            with pytest.raises(
+                InfluxQueryError, match=r"unknown asset .*closest known coin: 'BTC'"
+            ):
+                read_from_influx(name, target=target, asset=hostile)
     assert influxql(influxd.url, 'SELECT COUNT("tid") FROM "trades"', influx_db)[0]["count"] == 1
 
 

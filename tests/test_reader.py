@@ -11,7 +11,7 @@ import pytest
 
 from db.client import InfluxTarget
 from db.local_server import LocalInfluxd
-from db.queries import QUERIES, check_read_only
+from db.queries import QUERIES, check_read_only, parse_time
 from db.reader import AsyncInfluxReader, InfluxReader, raw_query, read_from_influx
 from tests.conftest import influxql
 from utils.errors import InfluxQueryError, InfluxUnavailableError
@@ -104,7 +104,7 @@ def test_missing_fields_are_null_columns(target: InfluxTarget) -> None:
 
 
 def test_an_empty_result_keeps_the_declared_columns(target: InfluxTarget) -> None:
-    frame = read_from_influx("trades", target=target, asset="DOGE")
+    frame = read_from_influx("trades", target=target, asset="ETH", hours=0.001)  # 3.6 s
 
     assert frame.empty
     assert list(frame.columns) == list(QUERIES["trades"].columns)
@@ -130,10 +130,14 @@ def test_an_empty_result_keeps_the_declared_columns(target: InfluxTarget) -> Non
 def test_injection_attempts_return_nothing_and_change_nothing(
     target: InfluxTarget, hostile: str
 ) -> None:
-    assert read_from_influx("trades", target=target, asset=hostile, hours=24).empty
-    assert raw_query('SELECT * FROM "trades" WHERE "coin" = $c', {"c": hostile}, target).empty
+    """A hostile asset is only ever a value: it matches no coin (one line says so)."""
     drop = hostile.replace(" x", f' "{target.db}"')
-    assert read_from_influx("trades", target=target, asset=drop, hours=24).empty
+    for asset in (hostile, drop):
+        with pytest.raises(InfluxQueryError) as err:
+            read_from_influx("trades", target=target, asset=asset, hours=24)
+        assert str(err.value).startswith(f"query 'trades': unknown asset {asset!r}")
+        assert "\n" not in str(err.value)
+    assert raw_query('SELECT * FROM "trades" WHERE "coin" = $c', {"c": hostile}, target).empty
 
     assert target.db in [row["name"] for row in influxql(target.url, "SHOW DATABASES")]
     assert _count(target) == POINTS
@@ -239,7 +243,8 @@ def test_bad_parameters_say_what_is_allowed(params: dict, problem: str) -> None:
     with pytest.raises(InfluxQueryError) as err:
         read_from_influx("trades", target=InfluxTarget(url="http://unused", db="x"), **params)
     assert str(err.value) == (
-        f"query 'trades': {problem}; allowed: trades(asset: str (required), hours: float = 24.0)"
+        f"query 'trades': {problem}; allowed: trades(asset: str (required), hours: float = 24.0, "
+        "start: time (optional), end: time (optional), limit: int = 1000000)"
     )
 
 
@@ -294,3 +299,28 @@ async def test_async_reader_gives_the_same_results(target: InfluxTarget) -> None
     pd.testing.assert_frame_equal(frame, _expected_btc_trades(), check_dtype=False)
     assert rows == expected_rows == [{"time": T1, "px": 3000, "_measurement": "trades"}]
     assert _count(target) == POINTS
+
+
+def test_window_times_are_utc_instants() -> None:
+    noon = 1_714_564_800_000_000_000  # 2024-05-01T12:00:00Z
+    same = [
+        "2024-05-01T12:00:00Z",
+        "2024-05-01T12:00Z",
+        "2024-05-01 12:00:00",  # no offset: UTC
+        "2024-05-01T14:00:00+02:00",
+        "2024-05-01T07:00:00-0500",
+        pd.Timestamp("2024-05-01T12:00:00Z"),
+        pd.Timestamp("2024-05-01T12:00:00").to_pydatetime(),  # naive: UTC
+    ]
+    assert {parse_time(value) for value in same} == {noon}
+    assert parse_time("2024-05-01") == noon - 12 * HOUR_NS
+    assert parse_time("2024-05-01T12:00:00.000000007Z") == noon + 7
+    assert parse_time(pd.Timestamp(noon + 7, tz="UTC")) == noon + 7
+    for bad, problem in [
+        ("2024-13-01", "is not a valid time"),
+        ("1500-01-01", "outside InfluxDB's time range"),
+        ("now", "must be a time like"),
+        (1714564800, "must be a time like"),
+    ]:
+        with pytest.raises(ValueError, match=problem):
+            parse_time(bad)

@@ -15,7 +15,8 @@ The same run counts what the book writes: `position_changes` (one point per part
 and `positions` between polls (`PositionUpdates`, run every second as in the app: at most one
 point per position per 5 s); `trades` is the trade rate, `asset_ctx` one point per coin per
 asset-context poll (10 s). Polls' own `positions` points are not counted (the budget's 378 polls
-a minute write ~1 point each: ~0.5 M a day).
+a minute write ~1 point each, and one `account_equity` point: ~0.5 M a day each). The other
+engines are not run; their ceiling by cadence is reported next to the measured figures.
 
 `python -m bench.heatmap_volume --minutes 60` prints the figures as JSON.
 """
@@ -32,6 +33,7 @@ from collections import Counter
 from decimal import Decimal
 
 from process.engines.heatmap import HeatmapParams, LiquidationHeatmap
+from process.engines.order_flow import DEFAULT_WINDOWS
 from process.points import PointBuilder
 from process.positions.book import Account, BookPosition, PositionBook, PositionChange
 from process.positions.margin import MarginRule
@@ -161,6 +163,13 @@ async def _run(
     heatmap = {name: n for name, n in per_day.items() if name.startswith("liq_")}
     per_day["trades"] = round(trade_rate * DAY_S)
     per_day["asset_ctx"] = coins * DAY_S // ASSET_CTX_EVERY_S
+    minutes_a_day = DAY_S // 60
+    by_cadence = {  # not run here: at most what each engine's cadence allows
+        "order_flow": coins * minutes_a_day,  # a bar per coin and minute with trades
+        "cvd": len(DEFAULT_WINDOWS) * coins * minutes_a_day,  # per window, coin and minute
+        "positioning": coins * DAY_S // engine_s,  # every coin, every engine run
+        "global_metrics": DAY_S // engine_s,
+    }
     levels = sum(len(p.levels) for p in engine.latest.values())
     return {
         "positions": positions,
@@ -168,6 +177,7 @@ async def _run(
         "trade_rate": trade_rate,
         "minutes_measured": minutes,
         "points_per_day": dict(sorted(per_day.items())),
+        "points_per_day_at_most_by_cadence": by_cadence,
         "heatmap_points_per_day": sum(heatmap.values()),
         "previous_heatmap_points_per_day": coins * OLD_BUCKETS * DAY_S // engine_s,
         "non_empty_levels": levels,

@@ -39,6 +39,7 @@ from websockets.exceptions import InvalidHandshake
 from fetch.dedupe import TradeDeduper
 from fetch.rate_limit import WeightBudget
 from fetch.ws_connection import FeedConnection, Subscription
+from utils.clock import now_ms
 from utils.errors import HyperfluxError
 from utils.quarantine import Quarantine
 from validate import (
@@ -305,7 +306,7 @@ class MarketStream:
             log.info("subscribed to the trades of %d coins (connection %s)", coins, connection.name)
 
     def connection_closed(self, connection: FeedConnection) -> None:
-        now = _now_ms()
+        now = now_ms()
         for coin, covering in self._covering.items():
             if connection.index not in covering:
                 continue
@@ -431,7 +432,7 @@ class MarketStream:
             return
         covering = self._covering.setdefault(coin, set())
         if not covering:
-            self._covered_since.setdefault(coin, _now_ms())
+            self._covered_since.setdefault(coin, now_ms())
         covering.add(connection.index)
         mark = self._resume.get(coin)
         if mark is None:
@@ -453,7 +454,7 @@ class MarketStream:
         self._replay_timers.pop(coin, None)
         mark = self._resume.pop(coin, None)
         if mark is not None:
-            self._open_gap(Gap(coin, mark, _now_ms(), "no replay"), replay=False)
+            self._open_gap(Gap(coin, mark, now_ms(), "no replay"), replay=False)
 
     def _open_gap(self, gap: Gap, replay: bool = True) -> None:
         if self.backfill is None:
@@ -507,10 +508,6 @@ class MarketStream:
         )
         if self.on_gap is not None:
             self.on_gap(gap)
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _describe(exc: BaseException) -> str:

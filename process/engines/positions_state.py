@@ -27,7 +27,6 @@ interest: 1.0 would mean every position is tracked.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -36,6 +35,7 @@ from db.queries import rfc3339_ns
 from db.schema import ASSET_CTX, POSITIONS
 from db.timestamps import NS_PER_MS
 from process.storage_ports import RowReader
+from utils.clock import now_ms
 
 DEFAULT_CUTOFF_MS = 20 * 60_000
 DEFAULT_CTX_MAX_AGE_MS = 5 * 60_000
@@ -75,10 +75,6 @@ class CoinContext(NamedTuple):
     funding: float | None
     day_ntl_vlm: float | None
     time_ns: int
-
-
-def now_ms() -> int:
-    return time.time_ns() // NS_PER_MS
 
 
 def tracked_share(tracked_usd: float, open_interest_usd: float | None) -> float | None:

@@ -24,7 +24,7 @@ from utils.logging import MASK, redact
 DEFAULTS_FILE = Path(__file__).with_name("default.yaml")
 ENV_PREFIX = "HYPERFLUX_"
 CONFIG_ENV = "HYPERFLUX_CONFIG"
-SECTIONS = ("influx", "hl", "jobs", "engines", "log")
+SECTIONS = ("influx", "hl", "jobs", "profiles", "engines", "log")
 _YAML_PATHS = {"coins": "hl.coins"}  # fields whose flat name is not section + "_" + key
 _MAX_SHOWN = 80
 

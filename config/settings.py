@@ -101,6 +101,15 @@ def _directory(value: Any) -> Any:
     return path
 
 
+def _alerts(value: Any) -> Any:
+    """The `alerts` section as a `process.alerts.rules.AlertsConfig` (None: no alerts).
+
+    Imported when settings are validated, not with this module: `process` imports `config`."""
+    from process.alerts.rules import parse_alerts
+
+    return parse_alerts(value)
+
+
 HttpUrl = Annotated[str, AfterValidator(_http_url), Expect("an http:// or https:// URL")]
 PositiveSeconds = Annotated[
     float,
@@ -127,8 +136,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(frozen=True, extra="forbid")
 
-    SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"influx_password"})
-    """Fields whose values are never shown (repr, `redacted()`, error messages)."""
+    SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"influx_password", "alerts"})
+    """Fields whose values are never shown (repr, `redacted()`, error messages). `alerts` holds
+    webhook URLs and tokens: never echoed in an error; `redacted()` shows it with those masked."""
 
     influx_url: Annotated[
         Annotated[str, AfterValidator(_influx_url)] | None, Expect(_INFLUX_URL)
@@ -224,6 +234,26 @@ class Settings(BaseSettings):
         Expect("one of auto (only shard 0), on, off"),
     ] = "auto"
 
+    profiles_enabled: Annotated[
+        Literal["on", "off"], BeforeValidator(_on_off), Expect("on or off")
+    ] = "on"
+    profiles_interval: PositiveSeconds = 60.0
+    profiles_per_run: Annotated[
+        int, Field(gt=0), BeforeValidator(_no_bool), Expect("an integer greater than 0")
+    ] = 5
+    profiles_max_weight_per_run: Annotated[
+        int, Field(gt=0), BeforeValidator(_no_bool), Expect("an integer greater than 0")
+    ] = 120
+    profiles_window_days: Annotated[
+        float, Field(gt=0, le=365), BeforeValidator(_no_bool), Expect("days, above 0")
+    ] = 7.0
+    profiles_refresh_hours: Annotated[
+        float, Field(gt=0), BeforeValidator(_no_bool), Expect("hours, above 0")
+    ] = 6.0
+    profiles_top_addresses: Annotated[
+        int, Field(gt=0), BeforeValidator(_no_bool), Expect("an integer greater than 0")
+    ] = 500
+
     engines_interval: PositiveSeconds = 10.0
     engines_heatmap_range: Annotated[
         float,
@@ -259,6 +289,16 @@ class Settings(BaseSettings):
     metrics_port: Annotated[
         int, Field(ge=0, le=65535), BeforeValidator(_no_bool), Expect("an integer from 0 to 65535")
     ] = 9108
+
+    alerts: Annotated[
+        Any,  # a process.alerts.rules.AlertsConfig, never None (see _alerts)
+        Field(validate_default=True),
+        BeforeValidator(_alerts),
+        Expect(
+            "an alerts section of rules (a list), targets (name: target) and delivery settings"
+            " (in the environment: the same as one JSON object)"
+        ),
+    ] = None
 
     @classmethod
     def settings_customise_sources(
@@ -301,7 +341,7 @@ class Settings(BaseSettings):
     def redacted(self) -> dict[str, Any]:
         """Every setting by flat name, JSON-ready, with secrets shown as `***`."""
         data = self.model_dump(mode="json")
-        for name in self.SECRET_FIELDS:
+        for name in self.SECRET_FIELDS - {"alerts"}:  # alerts: its URLs and tokens are SecretStr
             if data[name] is not None:
                 data[name] = MASK
         return data

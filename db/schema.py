@@ -113,6 +113,58 @@ ACCOUNT_EQUITY = Measurement(
     "unrealizedPnl, withdrawable) or book (between polls, at the latest marks, at most every "
     "5 min per account that traded; no margin_used or withdrawable)",
 )
+WALLET_PROFILES = Measurement(
+    "wallet_profiles",
+    tags=("style",),  # bot | scalper | swing | mixed | unknown
+    fields=(
+        "address",
+        "bot",
+        "fills",
+        "unmatched_fills",
+        "round_trips",
+        "wins",
+        "win_rate",
+        "profit_factor",
+        "realized_pnl",
+        "fees",
+        "gross_profit",
+        "gross_loss",
+        "max_drawdown",
+        "avg_hold_s",
+        "median_hold_s",
+        "avg_pnl_pct",
+        "trades_per_day",
+        "fills_per_day",
+        "window_start_ms",
+        "window_end_ms",
+        "truncated",
+    ),
+    description="one point per address and refresh: figures over round trips (flat to flat, "
+    "FIFO) closed in the window, PnL in USDC net of fees; win_rate/profit_factor/hold/pnl_pct "
+    "absent without trips (profit_factor also without a losing trip); truncated: not every "
+    "fill of the window was fetched",
+    ints=("fills", "unmatched_fills", "round_trips", "wins", "window_start_ms", "window_end_ms"),
+)
+ALERTS = Measurement(
+    "alerts",
+    tags=("kind", "coin"),
+    fields=(
+        "event",
+        "rule",
+        "address",
+        "side",
+        "size_usd",
+        "px",
+        "liq_px",
+        "distance_pct",
+        "tid",
+        "text",
+    ),
+    description="alerts raised: kind wallet (event entry/exit/flip/increase/decrease), "
+    "liquidation (event backstop/market) or near_liquidation (event near); rule = the matching "
+    "rules' names, comma-separated; text = the line sent to people (Grafana annotations)",
+    ints=("tid",),
+)
 HLP_POSITIONS = Measurement(
     "hlp_positions",
     tags=("vault", "coin", "side"),
@@ -273,6 +325,8 @@ MEASUREMENTS = {
         POSITIONS,
         POSITION_CHANGES,
         ACCOUNT_EQUITY,
+        WALLET_PROFILES,
+        ALERTS,
         HLP_POSITIONS,
         HLP_EQUITY,
         ORDER_FLOW,

@@ -26,6 +26,7 @@ from config import Settings
 from db.queries import rfc3339_ns
 from db.reader import AsyncInfluxReader
 from db.storage import Storage
+from process.alerts import AlertEngine
 from process.engines.heatmap import HeatmapParams, LiquidationHeatmap
 from process.engines.order_flow import OrderFlowEngine, ReplayNotes
 from process.engines.positioning import PositioningEngine
@@ -39,13 +40,15 @@ from process.jobs import (
     UniverseJob,
     now_ms,
 )
-from process.liquidation_confirm import FillSource, LiquidationConfirmer
+from process.liquidation_confirm import LiquidationConfirmer
 from process.liquidations import LiquidationDetector, LiquidationEvent
 from process.points import GapRecord, PointBuilder
 from process.poll_scheduler import PollScheduler
 from process.positions.book import PositionBook, PositionChange
 from process.positions.equity import EquityUpdates
 from process.positions.updates import PositionUpdates
+from process.profiles import FillSource as ProfileFills
+from process.profiles import ProfilesJob
 from process.registry import AddressRegistry
 from process.scheduling import JobRunner
 from process.shard import Shard
@@ -119,7 +122,7 @@ class Sources:
     info: MarketSource  # market data: the REST budget's market lane
     positions_info: MarketSource  # the positions lane
     hlp_info: MarketSource  # the HLP lane
-    profiles_info: FillSource  # the profiles lane: a victim's fills confirm a liquidation
+    profiles_info: ProfileFills  # the profiles lane: wallet profiles, liquidation confirmations
     vaults: Mapping[str, str]  # HLP parent and children: address -> name
     liquidators: frozenset[str]
     open_stream: Callable[[StreamHandlers, bool], Stream]  # (handlers, backfill)
@@ -150,6 +153,7 @@ class Collector:
         self.builder = PointBuilder()
         self.registry = AddressRegistry(settings.data_dir / "addresses.sqlite")
         self.book = PositionBook(on_change=self._position_changed)
+        self.alerts = AlertEngine(settings.alerts, self.writer)
         self.position_changes = 0
         self.position_updates = PositionUpdates(
             self.book,
@@ -192,7 +196,18 @@ class Collector:
             discover=self._traded,
             handed_over=self._handed_over,
             confirm_market=self.confirmer.candidate,
+            on_liquidation=self.alerts.liquidation,
             store=self.market_data,
+        )
+        self.profiles = ProfilesJob(
+            sources.profiles_info,
+            self.writer,
+            priority=lambda: self.equity_updates.largest(settings.profiles_top_addresses),
+            window_ms=round(settings.profiles_window_days * 86_400_000),
+            refresh_ms=round(settings.profiles_refresh_hours * 3_600_000),
+            per_run=settings.profiles_per_run,
+            max_weight_per_run=settings.profiles_max_weight_per_run,
+            allocator=self.builder.allocator,
         )
         self.asset_ctx = AssetCtxJob(sources.info, self.builder, self.writer, self.book)
         self.hlp = HlpJob(sources.hlp_info, self.builder, self.writer, lambda: sources.vaults)
@@ -201,6 +216,7 @@ class Collector:
         self.stream: Stream | None = None
         self.universe: UniverseJob | None = None
         self._stream_task: asyncio.Task[None] | None = None
+        self._alerts_task: asyncio.Task[None] | None = None
         self.reader: AsyncInfluxReader | None = None
         self.runner = JobRunner()
         self.metrics = MetricsServer(self.samples, settings.metrics_port)
@@ -240,6 +256,10 @@ class Collector:
             self._add_engines()  # before the stream: every trade and gap is noted to them
         await self._seed_stream()
         self._stream_task = asyncio.create_task(self._run_stream(), name="trade-stream")
+        self._alerts_task = asyncio.create_task(self.alerts.run(), name="alerts")
+        if self.alerts.checks_book:
+            interval = self.settings.alerts.near_liquidation_interval
+            runner.add("alerts_near_liquidation", self._check_near_liquidation, interval)
         runner.add("universe", self.universe, UNIVERSE_CHECK_EVERY)
         if self.market_data:
             runner.add("asset_ctx", self.asset_ctx, self.settings.jobs_asset_ctx_interval)
@@ -248,6 +268,8 @@ class Collector:
         runner.add("positions", self.positions, 1.0)
         runner.add("position_updates", self.position_updates, 1.0, start_now=False)
         runner.add("equity_updates", self.equity_updates, 5.0, start_now=False)
+        if self.settings.profiles_enabled == "on":
+            runner.add("profiles", self.profiles, self.settings.profiles_interval, start_now=False)
         runner.add("registry_flush", self._flush_registry, REGISTRY_FLUSH_EVERY, start_now=False)
         runner.add("state_flush", self._flush_state, STATE_FLUSH_EVERY, start_now=False)
         runner.add("expire", self._expire, EXPIRE_EVERY)
@@ -268,6 +290,9 @@ class Collector:
             self._stream_task.cancel()
             await asyncio.gather(self._stream_task, return_exceptions=True)
         self.book.settle_checks()  # no trade arrives any more: the open drift checks end here
+        if self._alerts_task is not None:  # the alerts raised until now: a short grace
+            await self.alerts.close(grace=left(0.2))
+            await self._alerts_task
         if self.order_flow is not None:  # bars exact at shutdown: over everything that landed
             await _within(self.writer.flush(), left(0.5))
             try:
@@ -374,11 +399,16 @@ class Collector:
 
     def _confirmed(self, event: LiquidationEvent) -> None:
         self.sink.liquidations += 1
+        self.alerts.liquidation(event)
+
+    async def _check_near_liquidation(self) -> None:
+        self.alerts.check_book(self.book, now_ms())
 
     def _position_changed(self, change: PositionChange) -> None:
         self.position_changes += 1
         self.position_updates.changed(change)
         self.equity_updates.changed(change)
+        self.alerts.position_changed(change)
         line = self.builder.position_change(change)
         if line is not None:
             self.writer.write([line])
@@ -450,7 +480,7 @@ class Collector:
             ),
         ]
         out += self.book.samples() + self.position_updates.samples() + self.confirmer.samples()
-        out += self.equity_updates.samples()
+        out += self.equity_updates.samples() + self.profiles.samples() + self.alerts.samples()
         return out + self.sources.samples() + self.runner.samples()
 
 

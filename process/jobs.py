@@ -24,16 +24,13 @@ from process.positions.margin import rules_from_meta
 from process.registry import AddressRegistry, summarize
 from process.shard import Shard
 from process.storage_ports import PointSink
+from utils.clock import now_ms
 from utils.errors import HyperfluxError
 from validate import AssetCtx, ClearinghouseState, Meta, Position, Trade
 
 log = logging.getLogger(__name__)
 HOUR_MS = 3_600_000
 _ZERO = Decimal(0)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class MarketSource(Protocol):
@@ -65,6 +62,8 @@ class TradeSink:
     confirm_market: Callable[[LiquidationEvent], None] | None = None
     """Where market liquidations go to be confirmed (`LiquidationConfirmer.candidate`) instead
     of being written at once."""
+    on_liquidation: Callable[[LiquidationEvent], None] | None = None
+    """Told of every liquidation written here (backstops; market ones once confirmed)."""
     store: bool = True
     trades: int = 0
     liquidations: int = 0
@@ -85,6 +84,9 @@ class TradeSink:
             if events:
                 lines += self.builder.liquidations(events)
                 self.liquidations += len(events)
+                if self.on_liquidation is not None:
+                    for event in events:
+                        self.on_liquidation(event)
             self.writer.write(lines)
             newest = max(t.time_ms for t in trades)
             self.lag_seconds = max(0.0, (now - newest) / 1000)
@@ -253,6 +255,8 @@ class PositionsJob:
             self.scheduler.discard(address)
             if self.book is not None:
                 self.book.forget(address)
+            if self.equity is not None:
+                self.equity.forget(address)
         return len(gone)
 
     async def __call__(self) -> None:
@@ -294,11 +298,10 @@ class PositionsJob:
         self.scheduler.note_polled(address, polled, summary.notional_usd, summary.min_liq_distance)
         self.polls += 1
         lines = self.builder.positions(address, state, polled, closed=closed)
-        lines.append(
-            equity_line(self.builder.allocator, address, served_equity(state), "poll", polled)
-        )
+        equity = served_equity(state)
+        lines.append(equity_line(self.builder.allocator, address, equity, "poll", polled))
         if self.equity is not None:
-            self.equity.polled(address, polled)
+            self.equity.polled(address, polled, float(equity.account_value))
         self.writer.write(lines)
 
 

@@ -55,7 +55,7 @@ async def test_points_between_polls_at_most_once_per_interval_and_as_read_back(
     book.reconcile(BOB, state(T0, "1000.0", {}), T0)
     book.set_market({"BTC": D("110")}, {"BTC": MarginRule.flat(20)})
     sink.write([equity_line(allocator, ALICE, served_equity(served), "poll", T0)])
-    updates.polled(ALICE, T0)
+    updates.polled(ALICE, T0, 1000.0)
     book.apply_trades([trade(ALICE, BOB, "1", "100", T0 + 10)])
     await updates()
     assert len(sink.lines) == 2  # Bob's book point; Alice's waits: her poll was just written

@@ -13,6 +13,7 @@ margin used and the withdrawable amount are left out (the book does not track th
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -103,6 +104,7 @@ class EquityUpdates:
         self.min_interval_ms = min_interval_ms
         self.clock = clock
         self.points = 0
+        self.values: dict[str, float] = {}  # address -> its latest account value, either source
         self._moved: set[str] = set()
         self._written_at: dict[str, int] = {}
 
@@ -110,10 +112,20 @@ class EquityUpdates:
         if change.source == "trade":
             self._moved.add(change.address)
 
-    def polled(self, address: str, time_ms: int) -> None:
+    def polled(self, address: str, time_ms: int, account_value: float) -> None:
         """A poll wrote the account's served equity: the next book point waits an interval."""
         self._written_at[address] = time_ms
+        self.values[address] = account_value
         self._moved.discard(address)
+
+    def forget(self, address: str) -> None:
+        self.values.pop(address, None)
+        self._written_at.pop(address, None)
+        self._moved.discard(address)
+
+    def largest(self, n: int) -> list[str]:
+        """The `n` accounts of the largest value (wallet profiles go to them first)."""
+        return heapq.nlargest(n, self.values, key=self.values.__getitem__)
 
     async def __call__(self) -> None:
         now = self.clock()
@@ -129,6 +141,7 @@ class EquityUpdates:
                 continue
             lines.append(equity_line(self.allocator, address, equity, "book", now))
             self._written_at[address] = now
+            self.values[address] = float(equity.account_value)
         if len(self._written_at) > 4 * len(self.book) + 10_000:
             cutoff = now - self.min_interval_ms
             self._written_at = {a: t for a, t in self._written_at.items() if t > cutoff}

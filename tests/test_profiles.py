@@ -7,7 +7,6 @@ import asyncio
 import json
 import math
 import random
-import selectors
 import time
 from decimal import Decimal as D
 from pathlib import Path
@@ -31,6 +30,7 @@ from process.profiles import (
 from process.profiles.figures import DAY_MS
 from process.profiles.lines import FIELDS, profile_fields
 from process.profiles.style import classify, interval_cv, is_bot
+from tests.test_rate_limit import VirtualClock, run_virtual
 from utils.errors import HyperfluxError
 from validate import Fill, parse_user_fills
 
@@ -514,37 +514,6 @@ async def test_profiles_of_simulated_wallets_match_the_ledger(simulator: Any) ->
 # --- the profiles lane never delays market data (virtual clock) ------------------------------
 
 
-class _SkipAhead(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
-    loop: _VirtualLoop
-
-    def select(self, timeout: float | None = None) -> list[Any]:
-        events = super().select(0)
-        if not events:
-            if timeout is None:
-                raise RuntimeError("deadlock: no timer scheduled and nothing ready to run")
-            self.loop.virtual_now += timeout
-        return events
-
-
-class _VirtualLoop(asyncio.SelectorEventLoop):
-    def __init__(self) -> None:
-        self.virtual_now = 0.0
-        selector = _SkipAhead()
-        super().__init__(selector)
-        selector.loop = self
-
-    def time(self) -> float:
-        return self.virtual_now
-
-
-class _Clock:
-    def now(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
 class LaneFills:
     """A userFillsByTime on a lane: reserves the estimate, answers in 0.25 s, settles the
     true weight of 1999 fills (120)."""
@@ -567,8 +536,7 @@ def test_the_profiles_lane_never_delays_asset_contexts() -> None:
     (meta, 20) every 10 s in the market lane are granted at once, every time."""
     fills = trips(999, 60_000, 2 * 60_000)[:1999]
 
-    async def main() -> tuple[list[float], int, int]:
-        clock = _Clock()
+    async def main(clock: VirtualClock) -> tuple[list[float], int, int]:
         budget = WeightBudget(1200, safety_margin=0.1, clock=clock)
         source = LaneFills(budget.lane(Priority.PROFILES), fills)
         job = ProfilesJob(
@@ -598,8 +566,7 @@ def test_the_profiles_lane_never_delays_asset_contexts() -> None:
         await asyncio.gather(profiles, return_exceptions=True)
         return waits, source.spent, peak
 
-    with asyncio.Runner(loop_factory=_VirtualLoop) as runner:
-        waits, spent, peak = runner.run(main())
+    waits, spent, peak = run_virtual(main)
     assert len(waits) == 60 and max(waits) == 0.0
     # the lane was kept full: profiles and market data together at its 864 a minute
     assert spent >= 10 * (864 - 6 * 20) - 120

@@ -11,6 +11,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 import httpx
 
@@ -29,27 +30,38 @@ class _QuietServer(ThreadingHTTPServer):
         """A client that gave up (the writer's timeout) is part of the scenario, not an error."""
 
 
-class FaultProxy:
-    """Forwards to `upstream` unless a queued fault applies to the next /write request."""
+class LoopbackServer:
+    """An HTTP server on a free loopback port, served from a thread while in a `with` block;
+    subclasses give the handler class (`_handler`)."""
 
-    def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
-        self.faults: deque[Fault] = deque()
-        self.write_times: list[float] = []
+    def __init__(self) -> None:
         self._server = _QuietServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def __enter__(self) -> FaultProxy:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class FaultProxy(LoopbackServer):
+    """Forwards to `upstream` unless a queued fault applies to the next /write request."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.faults: deque[Fault] = deque()
+        self.write_times: list[float] = []
+        super().__init__()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self

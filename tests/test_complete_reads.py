@@ -12,10 +12,9 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -30,6 +29,7 @@ from db.local_server import LocalInfluxd, influxd_path
 from db.reader import AsyncInfluxReader, raw_query, read_from_influx
 from db.schema import LIQ_LEVELS, TRADES
 from tests.conftest import influxql
+from tests.fault_proxy import LoopbackServer
 from utils.errors import InfluxQueryError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,28 +109,14 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxTarget]:
         server.stop()
 
 
-class CuttingProxy:
+class CuttingProxy(LoopbackServer):
     """Forwards /query to a real influxd, then cuts the answer as a server or proxy might:
     `unchunked` drops `chunked=true` from the request (so the server's max-row-limit applies);
     `first_chunk` passes only the first chunk of a chunked answer on, then ends the body."""
 
     def __init__(self, upstream: str, mode: str) -> None:
         self.upstream, self.mode = upstream, mode
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> CuttingProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self

@@ -38,7 +38,6 @@ from process.jobs import (
     PositionsJob,
     TradeSink,
     UniverseJob,
-    now_ms,
 )
 from process.liquidation_confirm import LiquidationConfirmer
 from process.liquidations import LiquidationDetector, LiquidationEvent
@@ -54,6 +53,7 @@ from process.scheduling import JobRunner
 from process.shard import Shard
 from process.stream_state import FILE_NAME as STREAM_STATE_FILE
 from process.stream_state import OpenGap, StreamState
+from utils.clock import now_ms
 from utils.errors import HyperfluxError
 from utils.metrics import MetricsServer, Sample, status_line
 from validate import Trade

@@ -179,7 +179,9 @@ class Collector:
             book=self.book,
             equity=self.equity_updates,
         )
-        self.detector = LiquidationDetector(sources.liquidators, self.book.views)
+        self.detector = LiquidationDetector(
+            sources.liquidators, self.book.views, mark=lambda coin: self.book.marks.get(coin)
+        )
         writer = self.writer
         self.state = StreamState(
             settings.data_dir / STREAM_STATE_FILE,

@@ -77,7 +77,10 @@ class LiquidationDetector:
     of tracked addresses, or None to detect backstops only. `tolerance`: a fraction by which a
     market trade's price may stay short of the liquidation price (0.001 = 0.1 %), for liquidation
     prices that moved since the poll. `vault_must_take`: False counts every trade of a liquidator
-    vault as a backstop, in case the stream shows backstops with the victim as taker.
+    vault as a backstop, in case the stream shows backstops with the victim as taker. `mark`:
+    coin -> its latest mark price; a taker that cuts a position whose liquidation price the mark
+    has crossed is flagged too, whatever the trade's price (the exchange liquidates on the mark,
+    and the liquidating order may fill on the far side of the liquidation price).
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class LiquidationDetector:
         *,
         tolerance: Decimal = Decimal(0),
         vault_must_take: bool = True,
+        mark: Callable[[str], Decimal | None] | None = None,
     ) -> None:
         if tolerance < 0:
             raise ValueError("tolerance must be >= 0")
@@ -96,6 +100,7 @@ class LiquidationDetector:
         self._long_factor = 1 + tolerance
         self._short_factor = 1 - tolerance
         self._vault_must_take = vault_must_take
+        self._mark = mark
 
     @property
     def liquidators(self) -> frozenset[str]:
@@ -148,9 +153,14 @@ class LiquidationDetector:
         liq_px = position.liquidation_px
         if liq_px is None:
             return None
-        if long_cut and trade.px <= liq_px * self._long_factor:
+        mark = None if self._mark is None else self._mark(trade.coin)
+        if long_cut and (
+            trade.px <= liq_px * self._long_factor or (mark is not None and mark <= liq_px)
+        ):
             return _event(trade, "long", "market", taker)
-        if not long_cut and trade.px >= liq_px * self._short_factor:
+        if not long_cut and (
+            trade.px >= liq_px * self._short_factor or (mark is not None and mark >= liq_px)
+        ):
             return _event(trade, "short", "market", taker)
         return None
 

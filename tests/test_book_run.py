@@ -98,7 +98,7 @@ async def test_market_liquidations_of_tracked_accounts_are_caught_and_none_inven
         await subscribed(log_path)
         await asyncio.sleep(12)  # every account polled once: the book tracks them
         sim.set_rate(40)
-        await asyncio.sleep(30)
+        await asyncio.sleep(40)  # long enough for several liquidations of tracked accounts
         sim.pause()
         await asyncio.sleep(4)  # the last candidates checked
     finally:

@@ -172,6 +172,23 @@ async def test_ordinary_trades_are_no_liquidations(simulator) -> None:
     assert sim.ledger.liquidations == []
 
 
+def test_a_taker_cutting_a_position_past_its_liquidation_price_by_the_mark_is_flagged() -> None:
+    """The exchange liquidates on the mark; the liquidating order may fill above a long's
+    liquidation price (a thick bid). With the mark, that trade is a candidate too."""
+    held = {TRADER: {"ETH": View(Decimal("2"), Decimal("99"))}}  # long 2 ETH, liquidated at 99
+    marks = {"ETH": Decimal("100")}
+    detector = LiquidationDetector([VAULT], lambda a: held.get(a, {}), mark=marks.get)
+    sell = trade("sell", "0x" + "cd" * 20, TRADER, px="99.5")  # the long's taker sell above 99
+    assert detector.detect([sell]) == []  # the mark has not crossed either
+    marks["ETH"] = Decimal("98.9")
+    [event] = detector.detect([sell])
+    assert (event.side, event.method, event.user) == ("long", "market", TRADER)
+    buy = trade("buy", TRADER, "0x" + "cd" * 20, px="98")  # adding to the long: never
+    assert detector.detect([buy]) == []
+    blind = LiquidationDetector([VAULT], lambda a: held.get(a, {}))
+    assert blind.detect([sell]) == []  # without marks: the trade's price alone decides
+
+
 def test_a_liquidator_vault_unwinding_as_maker_is_not_a_backstop() -> None:
     """Recorded liquidator fill: "Close Short", crossed false: the vault bought as the maker."""
     fills = json.loads((FIXTURES / "info_userFills_liquidator.json").read_text())["response"]

@@ -95,6 +95,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+from bench.freshness import events_in_second
 from process.poll_scheduler import PollScheduler
 from process.positions.book import PositionBook
 from process.positions.margin import MarginRule, account_margin
@@ -311,11 +312,6 @@ def _world(
         total += a
         cumulative.append(total)
     return exchange, cumulative
-
-
-def _count(second: int, per_second: float) -> int:
-    """Events in second `second` at `per_second` on average, spread evenly (no bursts)."""
-    return math.floor((second + 1) * per_second) - math.floor(second * per_second)
 
 
 @dataclass
@@ -557,13 +553,13 @@ def run(
                 batch.append(first_polls[next_first])
                 next_first += 1
         else:
-            chosen = scheduler.next_batch(now_ms, _count(second, polls_per_s))
+            chosen = scheduler.next_batch(now_ms, events_in_second(second, polls_per_s))
             batch = [(now_ms + k * 1000 // len(chosen), index[a]) for k, a in enumerate(chosen)]
         for sent_ms, i in batch:
             book.polling(names[i])
             seq += 1
             heapq.heappush(events, (sent_ms + snapshot_latency_ms, SNAP, seq, i))
-        for _ in range(_count(second, trade_rate)):
+        for _ in range(events_in_second(second, trade_rate)):
             seq += 1
             heapq.heappush(events, (now_ms + rng.randrange(1000), EXEC, seq, None))
         while events and events[0][0] < end_ms:

@@ -90,7 +90,7 @@ class _Tracker:
         self.failures = 0
 
 
-def _count(second: int, per_second: float) -> int:
+def events_in_second(second: int, per_second: float) -> int:
     """Events in second `second` at `per_second` on average, spread evenly (no bursts)."""
     return int((second + 1) * per_second) - int(second * per_second)
 
@@ -166,8 +166,8 @@ def run(
         now_ms = T0_MS + second * 1000
         # The world moves (identically for every scheduler): price moves, which nobody sees,
         # and trades (resize, close, open), which the trade stream shows; liquidations.
-        moves = _count(second, addresses / price_every_s)
-        trades = _count(second, addresses / trade_every_s)
+        moves = events_in_second(second, addresses / price_every_s)
+        trades = events_in_second(second, addresses / trade_every_s)
         for event in range(moves + trades):
             i = rng.randrange(addresses)
             old_usd, old_dist = usd[i], dist[i]
@@ -204,7 +204,7 @@ def run(
                 for tr in hinted:
                     tr.scheduler.note_traded(names[i], now_ms, abs(new_usd - old_usd))  # type: ignore[attr-defined]
         # Every scheduler polls its share of this second.
-        allowed = _count(second, polls_per_s)
+        allowed = events_in_second(second, polls_per_s)
         for tr, fail_rng in zip(trackers, fail_rngs, strict=True):
             batch = tr.scheduler.next_batch(now_ms, allowed)
             for name in batch:

@@ -32,6 +32,7 @@ import time
 from collections import Counter
 from decimal import Decimal
 
+from bench.freshness import events_in_second
 from process.engines.heatmap import HeatmapParams, LiquidationHeatmap
 from process.engines.order_flow import DEFAULT_WINDOWS
 from process.points import PointBuilder
@@ -199,7 +200,7 @@ def _trades(
     second: int,
 ) -> list[Trade]:
     """The trades of one second (`trade_rate` on average, spread evenly)."""
-    count = int((second + 1) * trade_rate) - int(second * trade_rate)
+    count = events_in_second(second, trade_rate)
     batch = []
     for n in range(count):
         coin = rng.choices(names, popularity)[0]

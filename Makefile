@@ -1,6 +1,8 @@
 # hyperflux: `make run` starts the collector, `make test` runs the tests. Both set everything up
-# on a fresh Debian/Ubuntu machine: a .venv with the pinned requirements and, when `influxd` is
-# missing and we may install packages (root or password-less sudo), the `influxdb` package.
+# on a fresh Debian/Ubuntu machine: a .venv with the pinned requirements and, when they are missing
+# and we may install packages (root or password-less sudo), the Debian packages `influxdb` (run and
+# test) and `redis-server` (tests), and for the EVM tests Node.js with the npm packages in
+# tools/evm/package.json (the anvil node and the compiled Uniswap contracts) under tools/evm/.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -11,7 +13,7 @@ DEV := $(VENV)/.dev-installed
 ARGS ?=
 DEMO_PORT ?= 8090
 
-.PHONY: run demo test bench lint format influxd venv clean
+.PHONY: run demo test bench lint format influxd redis-server evm-tools venv clean
 
 run: $(RUNTIME)
 	@[ -n "$$HYPERFLUX_INFLUX_URL" ] || $(MAKE) --no-print-directory influxd || true
@@ -24,7 +26,7 @@ demo: $(DEV) influxd
 	HYPERFLUX_HL_API_URL=http://127.0.0.1:$(DEMO_PORT) HYPERFLUX_HL_WS_URL=ws://127.0.0.1:$(DEMO_PORT)/ws \
 	HYPERFLUX_INFLUX_DB=hyperflux_demo HYPERFLUX_DATA_DIR=data/demo $(BIN)/python main.py run $(ARGS)
 
-test: $(DEV) influxd
+test: $(DEV) influxd redis-server evm-tools
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: $(DEV) influxd
@@ -68,5 +70,20 @@ influxd:
 		echo "influxd not found: installing the Debian package influxdb"; \
 		$(call apt_install,influxdb); }
 
+redis-server:
+	@command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || { \
+		echo "redis-server not found: installing the Debian package redis-server"; \
+		$(call apt_install,redis-server); }
+
+# anvil (a local EVM node) and the Uniswap V2/V3 build artifacts, pinned in tools/evm/package.json.
+EVM_TOOLS := tools/evm/node_modules/.installed
+evm-tools: $(EVM_TOOLS)
+
+$(EVM_TOOLS): tools/evm/package.json tools/evm/package-lock.json
+	@command -v npm >/dev/null || { echo "npm not found: installing the Debian packages nodejs npm"; \
+		$(call apt_install,nodejs npm); }
+	cd tools/evm && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis tools/evm/node_modules

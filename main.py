@@ -169,12 +169,14 @@ async def open_sources(settings: Settings, client: InfoClient) -> Sources:
             settings.hl_ws_url,
             [],
             on_trades=handlers.on_trades,
+            on_message=handlers.on_message,
             on_gap=handlers.on_gap,
             on_gap_opened=handlers.on_gap_opened,
             on_gap_closed=handlers.on_gap_closed,
             backfill=backfill.recent_trades if with_backfill else None,
             quarantine=quarantine,
             coin_channels=settings.hl_ws_channels,
+            channel_coins=settings.hl_ws_channel_coins,
             connections=settings.hl_ws_connections,
         )
         streams.append(stream)

@@ -185,6 +185,7 @@ class Settings(BaseSettings):
         BeforeValidator(parse_channels),
         Expect(f"a comma list of WebSocket channels from {', '.join(WS_COIN_CHANNELS)}"),
     ] = []
+    hl_ws_channel_coins: Annotated[list[str], BeforeValidator(parse_coins), Expect(_COINS)] = []
     hl_ws_connections: Annotated[
         int,
         Field(ge=1, le=10),
@@ -210,6 +211,14 @@ class Settings(BaseSettings):
         BeforeValidator(parse_addresses),
         Expect("a comma list of 0x addresses with 40 hex digits"),
     ] = ["0x2e3d94f0562703b25c83308a05046ddaf9a8dd14"]
+    hl_book_interval: PositiveSeconds = 10.0
+    """How often each coin's l2Book snapshot is stored as book_depth (and book_levels)."""
+    hl_book_levels: Annotated[
+        int,
+        Field(ge=0, le=20),
+        BeforeValidator(_no_bool),
+        Expect("an integer from 0 (none) to 20 (the levels l2Book sends per side)"),
+    ] = 0
 
     jobs_asset_ctx_interval: PositiveSeconds = 10.0
     jobs_hlp_interval: PositiveSeconds = 60.0

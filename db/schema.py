@@ -83,6 +83,36 @@ ASSET_CTX = Measurement(
     ),
     description="asset context snapshots: hourly funding rate, open interest, prices",
 )
+DEPTH_BANDS_BPS = (10, 50, 100, 200)
+"""book_depth's bands: USD resting within 0.1 / 0.5 / 1 / 2 % of the mid."""
+BOOK_DEPTH = Measurement(
+    "book_depth",
+    tags=("coin",),
+    fields=(
+        "mid",
+        "spread_bps",
+        *(f"{side}_usd_{bps}bps" for bps in DEPTH_BANDS_BPS for side in ("bid", "ask")),
+        *(f"imbalance_{bps}bps" for bps in DEPTH_BANDS_BPS),
+        "bid_reach_bps",
+        "ask_reach_bps",
+    ),
+    description="order-book depth from l2Book snapshots: mid, spread, USD resting on each side "
+    "within each band of the mid, imbalance (bid - ask) / (bid + ask) in that band; reach: how "
+    "far from the mid the snapshot's deepest level is (a band beyond it is a lower bound)",
+)
+BOOK_LEVELS = Measurement(
+    "book_levels",
+    tags=("coin", "side", "level"),
+    fields=("px", "sz", "n"),
+    description="the top levels of l2Book snapshots (level 0 = best); side bid/ask",
+    ints=("n",),
+)
+BBO = Measurement(
+    "bbo",
+    tags=("coin",),
+    fields=("bid_px", "bid_sz", "ask_px", "ask_sz", "mid", "spread_bps"),
+    description="best bid and offer (WS bbo), at most one point per coin per second",
+)
 POSITIONS = Measurement(
     "positions",
     tags=("coin", "side"),
@@ -322,6 +352,9 @@ MEASUREMENTS = {
         TRADES,
         LIQUIDATIONS,
         ASSET_CTX,
+        BOOK_DEPTH,
+        BOOK_LEVELS,
+        BBO,
         POSITIONS,
         POSITION_CHANGES,
         ACCOUNT_EQUITY,

@@ -108,6 +108,7 @@ class MarketStream:
         quarantine: Quarantine | None = None,
         channels: Iterable[str] = ("allMids",),
         coin_channels: Iterable[str] = (),
+        channel_coins: Iterable[str] = (),
         connections: int = 1,
         ping_interval: float = 20.0,
         pong_timeout: float = 10.0,
@@ -136,6 +137,7 @@ class MarketStream:
         self.quarantine = quarantine
         self.channels = tuple(channels)
         self.coin_channels = tuple(coin_channels)
+        self.channel_coins = frozenset(channel_coins)  # empty: every coin gets coin_channels
         self.ping_interval = ping_interval
         self.pong_timeout = pong_timeout
         self.stale_after = stale_after
@@ -166,7 +168,7 @@ class MarketStream:
 
     def coin_subscriptions(self, coin: str, extras: bool = True) -> list[Subscription]:
         subs: list[Subscription] = [{"type": "trades", "coin": coin}]
-        if extras:
+        if extras and (not self.channel_coins or coin in self.channel_coins):
             subs += [{"type": channel, "coin": coin} for channel in self.coin_channels]
         return subs
 

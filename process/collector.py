@@ -26,7 +26,8 @@ from config import Settings
 from db.queries import rfc3339_ns
 from db.reader import AsyncInfluxReader
 from db.storage import Storage
-from process.alerts import AlertEngine
+from process.alerts import Alert, AlertEngine
+from process.bus import EventBus
 from process.engines.heatmap import HeatmapParams, LiquidationHeatmap
 from process.engines.order_flow import OrderFlowEngine, ReplayNotes
 from process.engines.positioning import PositioningEngine
@@ -41,6 +42,8 @@ from process.jobs import (
 )
 from process.liquidation_confirm import LiquidationConfirmer
 from process.liquidations import LiquidationDetector, LiquidationEvent
+from process.live_channels import LiveChannels
+from process.outputs import open_outputs
 from process.points import GapRecord, PointBuilder
 from process.poll_scheduler import PollScheduler
 from process.positions.book import PositionBook, PositionChange
@@ -56,7 +59,7 @@ from process.stream_state import OpenGap, StreamState
 from utils.clock import now_ms
 from utils.errors import HyperfluxError
 from utils.metrics import MetricsServer, Sample, status_line
-from validate import Trade
+from validate import AssetCtx, Trade, WsMessage
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,7 @@ class Stream(Protocol):
 
 TradeHandler = Callable[[list[Trade]], None]
 GapHandler = Callable[[GapRecord], None]
+MessageHandler = Callable[[WsMessage], None]
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,7 @@ class StreamHandlers:
     on_gap: GapHandler  # a stretch that stays missing: written to trade_gaps
     on_gap_opened: GapHandler  # a stretch being backfilled: kept on disk meanwhile
     on_gap_closed: GapHandler  # its backfill answered
+    on_message: MessageHandler | None = None  # the optional channels: l2Book, bbo, activeAssetCtx
 
 
 @dataclass
@@ -138,11 +143,13 @@ class Collector:
         storage: Storage,
         sources: Sources,
         replays: ReplayNotes | None = None,
+        bus: EventBus | None = None,
     ) -> None:
         """`replays` collected the minutes of spooled points replayed before the engines
         existed (the storage replays what an earlier run left at once): pass the storage's
-        `on_replayed`."""
+        `on_replayed`. `bus` carries what is learned to live consumers (default: a new one)."""
         self.settings = settings
+        self.bus = bus or EventBus()
         self.replays = replays or ReplayNotes()
         self.storage = storage
         self.sources = sources
@@ -153,7 +160,7 @@ class Collector:
         self.builder = PointBuilder()
         self.registry = AddressRegistry(settings.data_dir / "addresses.sqlite")
         self.book = PositionBook(on_change=self._position_changed)
-        self.alerts = AlertEngine(settings.alerts, self.writer)
+        self.alerts = AlertEngine(settings.alerts, self.writer, on_alert=self._alerted)
         self.position_changes = 0
         self.position_updates = PositionUpdates(
             self.book,
@@ -198,7 +205,7 @@ class Collector:
             discover=self._traded,
             handed_over=self._handed_over,
             confirm_market=self.confirmer.candidate,
-            on_liquidation=self.alerts.liquidation,
+            on_liquidation=self._liquidation,
             store=self.market_data,
         )
         self.profiles = ProfilesJob(
@@ -211,7 +218,20 @@ class Collector:
             max_weight_per_run=settings.profiles_max_weight_per_run,
             allocator=self.builder.allocator,
         )
-        self.asset_ctx = AssetCtxJob(sources.info, self.builder, self.writer, self.book)
+        self.asset_ctx = AssetCtxJob(
+            sources.info, self.builder, self.writer, self.book, on_ctxs=self._asset_ctxs
+        )
+        self.live = LiveChannels(
+            self.builder,
+            self.writer,
+            self.bus,
+            book=self.book,
+            book_interval_ms=round(settings.hl_book_interval * 1000),
+            book_levels=settings.hl_book_levels,
+            store=self.market_data,
+        )
+        self.outputs = open_outputs(settings, self.bus)
+        self._output_tasks: list[asyncio.Task[None]] = []
         self.hlp = HlpJob(sources.hlp_info, self.builder, self.writer, lambda: sources.vaults)
         self.order_flow: OrderFlowEngine | None = None
         self._last_trades: dict[str, int] = {}
@@ -242,7 +262,7 @@ class Collector:
         # Every shard follows the trade stream: it is how addresses are discovered. Only the
         # shard that stores market data backfills it (recentTrades costs REST weight).
         handlers = StreamHandlers(
-            self.sink, self._gap_recorded, self._gap_opened, self.state.gap_closed
+            self._trades, self._gap_recorded, self._gap_opened, self.state.gap_closed, self.live
         )
         self.stream = self.sources.open_stream(handlers, self.market_data)
         configured = list(self.settings.coins)
@@ -259,6 +279,10 @@ class Collector:
         await self._seed_stream()
         self._stream_task = asyncio.create_task(self._run_stream(), name="trade-stream")
         self._alerts_task = asyncio.create_task(self.alerts.run(), name="alerts")
+        self._output_tasks = [
+            asyncio.create_task(output.run(), name=f"output-{i}")
+            for i, output in enumerate(self.outputs)
+        ]
         if self.alerts.checks_book:
             interval = self.settings.alerts.near_liquidation_interval
             runner.add("alerts_near_liquidation", self._check_near_liquidation, interval)
@@ -295,6 +319,10 @@ class Collector:
         if self._alerts_task is not None:  # the alerts raised until now: a short grace
             await self.alerts.close(grace=left(0.2))
             await self._alerts_task
+        if self.outputs:  # live consumers: what is buffered, briefly
+            grace = left(0.2)
+            await asyncio.gather(*(o.close(grace) for o in self.outputs), return_exceptions=True)
+            await asyncio.gather(*self._output_tasks, return_exceptions=True)
         if self.order_flow is not None:  # bars exact at shutdown: over everything that landed
             await _within(self.writer.flush(), left(0.5))
             try:
@@ -393,6 +421,11 @@ class Collector:
         for coin, time_ms in (durable or self._last_trades).items():
             self.stream.seed_last_trade(coin, time_ms)
 
+    def _trades(self, trades: list[Trade]) -> None:
+        self.sink(trades)
+        if self.market_data:  # shards without market data would publish the same trades
+            self.bus.publish_trades(trades)
+
     def _traded(self, trades: list[Trade], time_ms: int) -> None:
         """New trades: they move the positions the book tracks, and their traders join the
         poll set."""
@@ -401,7 +434,20 @@ class Collector:
 
     def _confirmed(self, event: LiquidationEvent) -> None:
         self.sink.liquidations += 1
+        self._liquidation(event)
+
+    def _liquidation(self, event: LiquidationEvent) -> None:
+        """A liquidation written (backstop at once, market once confirmed)."""
         self.alerts.liquidation(event)
+        self.bus.publish("liquidation", event.coin, event.time_ms, event)
+
+    def _alerted(self, alert: Alert) -> None:
+        self.bus.publish("alert", alert.coin, alert.time_ms, alert)
+
+    def _asset_ctxs(self, ctxs: list[AssetCtx], time_ms: int) -> None:
+        if self.bus.wants("asset_ctx"):
+            for ctx in ctxs:
+                self.bus.publish("asset_ctx", ctx.coin, time_ms, ctx)
 
     async def _check_near_liquidation(self) -> None:
         self.alerts.check_book(self.book, now_ms())
@@ -411,6 +457,7 @@ class Collector:
         self.position_updates.changed(change)
         self.equity_updates.changed(change)
         self.alerts.position_changed(change)
+        self.bus.publish("position_change", change.coin, change.time_ms, change)
         line = self.builder.position_change(change)
         if line is not None:
             self.writer.write([line])
@@ -426,6 +473,8 @@ class Collector:
 
     def _gap_recorded(self, gap: GapRecord) -> None:
         self.sink.gap(gap)
+        if self.market_data:
+            self.bus.publish("gap", gap.coin, gap.before_ms, gap)
         self.book.note_gap(gap.coin, gap.after_ms, gap.before_ms)  # positions: estimates now
         if self.order_flow is not None:  # the bars over it say they are incomplete
             mark = self.writer.accepted_lines
@@ -483,6 +532,8 @@ class Collector:
         ]
         out += self.book.samples() + self.position_updates.samples() + self.confirmer.samples()
         out += self.equity_updates.samples() + self.profiles.samples() + self.alerts.samples()
+        out += self.bus.samples() + self.live.samples()
+        out += [sample for output in self.outputs for sample in output.samples()]
         return out + self.sources.samples() + self.runner.samples()
 
 

@@ -122,13 +122,17 @@ class AssetCtxJob:
     builder: PointBuilder
     writer: PointSink
     book: PositionBook | None = None  # gets the marks and margin rules of every poll
+    on_ctxs: Callable[[list[AssetCtx], int], None] | None = None  # (contexts, poll time ms)
     marks: dict[str, float] = field(default_factory=dict)
     open_interest_usd: dict[str, float] = field(default_factory=dict)
     listed: list[str] = field(default_factory=list)
 
     async def __call__(self) -> None:
         meta, ctxs = await self.source.meta_and_asset_ctxs()
-        self.writer.write(self.builder.asset_ctxs(ctxs, now_ms()))
+        polled_ms = now_ms()
+        self.writer.write(self.builder.asset_ctxs(ctxs, polled_ms))
+        if self.on_ctxs is not None:
+            self.on_ctxs(ctxs, polled_ms)
         self.marks = {c.coin: float(c.mark_px) for c in ctxs}
         self.open_interest_usd = {c.coin: float(c.open_interest_usd) for c in ctxs}
         self.listed = [a.name for a in meta.universe if not a.is_delisted]

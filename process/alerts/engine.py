@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import httpx
 
@@ -50,11 +51,14 @@ class AlertEngine:
         *,
         client: httpx.AsyncClient | None = None,
         dedup_capacity: int = 100_000,
+        on_alert: Callable[[Alert], None] | None = None,
     ) -> None:
         """`writer` takes the `alerts` points (None: not stored). `client`: for webhooks (None:
-        `run()` makes one with `config.timeout`, closed by `close()`)."""
+        `run()` makes one with `config.timeout`, closed by `close()`). `on_alert` is told of
+        every alert raised (the event bus)."""
         self.config = config
         self.writer = writer
+        self.on_alert = on_alert
         self.matcher = Matcher(config)
         near = [rule for rule in config.rules if isinstance(rule, NearLiquidationRule)]
         self.zone = NearLiquidationWatch(near, self.matcher.targets)
@@ -131,6 +135,8 @@ class AlertEngine:
                 self.writer.write([line])
         for name in alert.targets:
             self.couriers[name].put(alert)
+        if self.on_alert is not None:
+            self.on_alert(alert)
         return True
 
     def _error(self, what: str) -> None:

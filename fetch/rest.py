@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import pybreaker
 
 from fetch import weights
 from fetch.rate_limit import Budget, Clock, WeightBudget
@@ -95,22 +94,6 @@ class InfoStats:
     """(info type, new state) -> count (hyperflux_hl_breaker_transitions_total{type,state})."""
     weight_used: int = 0
     """Weight settled by this client (hyperflux_hl_weight_used_total)."""
-
-
-class _BreakerWatcher(pybreaker.CircuitBreakerListener):
-    def __init__(self, stats: InfoStats, info_type: str) -> None:
-        self.stats = stats
-        self.info_type = info_type
-
-    def state_change(
-        self,
-        cb: pybreaker.CircuitBreaker,
-        old_state: pybreaker.CircuitBreakerState | None,
-        new_state: pybreaker.CircuitBreakerState,
-    ) -> None:
-        self.stats.breaker_transitions[(self.info_type, new_state.name)] += 1
-        old = old_state.name if old_state else "none"
-        log.warning("circuit breaker %s: %s -> %s", cb.name, old, new_state.name)
 
 
 class InfoClient:
@@ -193,11 +176,14 @@ class InfoClient:
                 fail_max=self.breaker_fail_max,
                 reset_timeout=self.breaker_reset_timeout,
                 is_failure=is_breaker_failure,
-                listeners=[_BreakerWatcher(self.stats, info_type)],
+                on_change=lambda state: self._breaker_changed(info_type, state),
                 clock=self.clock.now,
             )
             self.breakers[info_type] = breaker
         return breaker
+
+    def _breaker_changed(self, info_type: str, state: str) -> None:
+        self.stats.breaker_transitions[(info_type, state)] += 1
 
     async def post(
         self,

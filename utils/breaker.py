@@ -16,6 +16,7 @@ What the adapter adds:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import ParamSpec, TypeVar
@@ -23,6 +24,8 @@ from typing import ParamSpec, TypeVar
 import pybreaker
 
 from utils.errors import HyperfluxError
+
+log = logging.getLogger(__name__)
 
 STATE_CLOSED = pybreaker.STATE_CLOSED
 STATE_OPEN = pybreaker.STATE_OPEN
@@ -62,6 +65,8 @@ class _StateWatcher(pybreaker.CircuitBreakerListener):
         old_state: pybreaker.CircuitBreakerState | None,
         new_state: pybreaker.CircuitBreakerState,
     ) -> None:
+        old = old_state.name if old_state else "none"
+        log.warning("circuit breaker %s: %s -> %s", cb.name, old, new_state.name)
         self.owner._on_state_change(new_state.name)
 
 
@@ -81,9 +86,11 @@ class AsyncCircuitBreaker:
         reset_timeout: float = 30.0,
         is_failure: Callable[[BaseException], bool] | None = None,
         listeners: Iterable[pybreaker.CircuitBreakerListener] = (),
+        on_change: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
+        self.on_change = on_change
         self._clock = clock
         self._opened_at: float | None = None
         self._opened_after = 0
@@ -169,6 +176,8 @@ class AsyncCircuitBreaker:
         if new_state == STATE_OPEN:
             self._opened_at = self._clock()
             self._opened_after = max(self.breaker.fail_counter, 1)
+        if self.on_change is not None:
+            self.on_change(new_state)
 
     def __repr__(self) -> str:
         return f"AsyncCircuitBreaker({self.name!r}, state={self.state!r})"

@@ -18,3 +18,32 @@ class InfluxUnavailableError(HyperfluxError):
 
 class InfluxQueryError(HyperfluxError):
     """InfluxDB refused a query, or a named query was asked for with bad parameters."""
+
+
+class RpcError(HyperfluxError):
+    """The node refused a call or kept failing; `code` is the JSON-RPC error code if any."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str,
+        status: int | None = None,
+        code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.method = method
+        self.status = status
+        self.code = code
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        if self.status is not None:
+            return self.status == 429 or self.status >= 500
+        return "rate limit" in str(self).lower() or "too many requests" in str(self).lower()
+
+
+class RpcMalformedError(RpcError):
+    """A 2xx answer that is not JSON-RPC (quarantined)."""

@@ -89,6 +89,20 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real redis-server (`tests.redis_server.LocalRedis`) on a free 127.0.0.1 port, stopped
+    by PID; `stop()` then `start()` restarts it on the same port."""
+    from tests.redis_server import INSTALL_HINT, LocalRedis, redis_server_path
+
+    if redis_server_path() is None:
+        pytest.fail(INSTALL_HINT)
+    server = LocalRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 async def simulator() -> AsyncIterator[Callable[..., Awaitable[Simulator]]]:
     """Start local Hyperliquid simulators (`await simulator(seed=1, rate=0, ...)`); all stopped."""
     started: list[Simulator] = []

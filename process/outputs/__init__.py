@@ -7,6 +7,7 @@ from typing import Protocol
 
 from config import Settings
 from process.bus import EventBus
+from process.outputs.redis_publisher import RedisPublisher
 from utils.metrics import Sample
 
 
@@ -22,4 +23,7 @@ class Output(Protocol):
 
 def open_outputs(settings: Settings, bus: EventBus) -> list[Output]:
     """The outputs the settings enable, each subscribed to `bus`."""
-    return []
+    outputs: list[Output] = []
+    if settings.redis.enabled:
+        outputs.append(RedisPublisher(settings.redis, bus))
+    return outputs

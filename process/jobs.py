@@ -220,6 +220,7 @@ class PositionsJob:
     equity: EquityUpdates | None = None  # told of every poll's account_equity point
     polls: int = 0
     failures: int = 0
+    watched: frozenset[str] = frozenset()
 
     def restore(self) -> None:
         """Schedule every address the registry kept from earlier runs."""
@@ -253,8 +254,17 @@ class PositionsJob:
         for address, notional in traded.items():
             self.scheduler.note_traded(address, time_ms, float(notional))
 
+    def watch(self, addresses: frozenset[str]) -> None:
+        """Watched addresses (this shard's): in the registry, polled with priority, never
+        expired."""
+        if self.shard.count > 1:
+            addresses = frozenset(a for a in addresses if self.shard.owns(a))
+        self.registry.observe(addresses - self.watched, now_ms())
+        self.scheduler.watch(addresses)
+        self.watched = addresses
+
     def expire(self, inactive_ms: int) -> int:
-        gone = self.registry.expire_addresses(now_ms(), inactive_ms)
+        gone = self.registry.expire_addresses(now_ms(), inactive_ms, keep=self.watched)
         for address in gone:
             self.scheduler.discard(address)
             if self.book is not None:

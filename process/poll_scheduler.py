@@ -40,6 +40,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,6 +48,9 @@ from process.registry import TYPICAL_HALF_LIFE_MS, backoff_ms, decayed_peak
 
 _NEW, _QUEUED, _FLIGHT, _BACKOFF = range(4)
 _CLASSES_PER_OCTAVE = 8
+WATCH_BOOST = 100.0
+"""A watched address's weight factor: polled sqrt(100) = 10x as often as its exposure alone
+would give (a flat watched wallet too: its floor weight is boosted)."""
 """PollScheduler: weight classes per doubling of sqrt(weight) (within one, oldest first)."""
 
 
@@ -70,6 +74,8 @@ class _Entry:
     """Decayed peak notional (`process.registry.decayed_peak`)."""
     traded: float = 0.0
     """Largest notional traded since the last poll (trade-stream hint)."""
+    boost: float = 1.0
+    """PollScheduler: weight factor of a watched address (`watch`)."""
 
 
 class Scheduler:
@@ -239,6 +245,7 @@ class PollScheduler(Scheduler):
         self.memory_half_life_ms = memory_half_life_ms
         self.rate_per_min = rate_per_min
         self._classes: dict[int, list[tuple[float, int, str]]] = {}
+        self._watched: frozenset[str] = frozenset()
         """Weight class -> heap of (last poll ms, token, address): oldest first."""
         self._items = 0
         """Items in the class heaps, stale ones included (compaction)."""
@@ -335,9 +342,27 @@ class PollScheduler(Scheduler):
         entry.key = float(now_ms)
         self._reweigh(entry)
 
+    def watch(self, addresses: Iterable[str], boost: float = WATCH_BOOST) -> None:
+        """Poll `addresses` with priority (weight x `boost`; added if new); every address
+        watched before and not now goes back to its own weight."""
+        wanted = frozenset(addresses)
+        for address in wanted - self._watched:
+            self.add(address)
+        for address in wanted | self._watched:
+            entry = self._entries.get(address)
+            if entry is None:
+                continue
+            entry.boost = boost if address in wanted else 1.0
+            tier = entry.tier
+            self._reweigh(entry)
+            if entry.tier != tier and entry.where == _QUEUED:
+                entry.token = self._token()
+                self._push(address, entry)
+        self._watched = wanted
+
     def _reweigh(self, entry: _Entry) -> None:
         notional = max(entry.notional, entry.traded)
-        root = math.sqrt(self.weight(notional, entry.distance, entry.typical))
+        root = math.sqrt(self.weight(notional, entry.distance, entry.typical) * entry.boost)
         entry.root = root
         entry.tier = math.floor(math.log2(root) * _CLASSES_PER_OCTAVE)
 

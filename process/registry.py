@@ -268,13 +268,17 @@ class AddressRegistry:
         """Drop addresses quiet and flat for `inactive_ms` (module docstring); returns how many."""
         return len(self.expire_addresses(now_ms, inactive_ms))
 
-    def expire_addresses(self, now_ms: int, inactive_ms: int = INACTIVE_MS) -> list[str]:
-        """Like `expire`, returning the addresses dropped (to remove them from the scheduler)."""
+    def expire_addresses(
+        self, now_ms: int, inactive_ms: int = INACTIVE_MS, keep: frozenset[str] = frozenset()
+    ) -> list[str]:
+        """Like `expire`, returning the addresses dropped (to remove them from the scheduler);
+        those in `keep` (watched) stay."""
         cutoff = now_ms - inactive_ms
         gone = [
             state.address
             for state in self._states.values()
             if not state.held
+            and state.address not in keep
             and max(state.first_seen_ms, state.last_trade_ms or 0, state.last_held_ms or 0)
             <= cutoff
         ]

@@ -29,6 +29,8 @@ import pytest
 from db.local_server import LocalInfluxd
 from db.schema import (
     ASSET_CTX,
+    BBO,
+    BOOK_DEPTH,
     CVD,
     GLOBAL_METRICS,
     HLP_EQUITY,
@@ -38,9 +40,12 @@ from db.schema import (
     LIQUIDATIONS,
     ORDER_FLOW,
     PIPELINE_HEALTH,
+    POSITION_CHANGES,
     POSITIONING,
     POSITIONS,
+    SMART_MONEY,
     TRADES,
+    WALLET_PROFILES,
 )
 from tests.simulator import DEFAULT_COINS, Simulator
 from tests.test_pipeline import REPO, collector_env
@@ -50,10 +55,23 @@ COIN = "BTC"
 """The coin the tests select: the simulator's busiest, held by the HLP vaults too."""
 
 COLLECTOR_MEASUREMENTS = frozenset(
-    m.name for m in (TRADES, LIQUIDATIONS, ASSET_CTX, POSITIONS, HLP_POSITIONS, HLP_EQUITY)
+    m.name
+    for m in (
+        TRADES,
+        LIQUIDATIONS,
+        ASSET_CTX,
+        POSITIONS,
+        POSITION_CHANGES,
+        HLP_POSITIONS,
+        HLP_EQUITY,
+        WALLET_PROFILES,
+        BOOK_DEPTH,
+        BBO,
+    )
 ) | {PIPELINE_HEALTH.name}
 ENGINE_MEASUREMENTS = frozenset(
-    m.name for m in (ORDER_FLOW, CVD, LIQ_LEVELS, LIQ_COVERAGE, POSITIONING, GLOBAL_METRICS)
+    m.name
+    for m in (ORDER_FLOW, CVD, LIQ_LEVELS, LIQ_COVERAGE, POSITIONING, GLOBAL_METRICS, SMART_MONEY)
 )
 """Written by the engines (process/engines/), not by the collector's own jobs."""
 
@@ -66,6 +84,13 @@ RUN_ENV = {
     "HYPERFLUX_ENGINES_HEATMAP_MIN_SIZE_USD": "0",
     "HYPERFLUX_ENGINES_HEATMAP_RANGE": "0.5",
     "HYPERFLUX_ENGINES_HEATMAP_STORE_INTERVAL": "10",
+    # wallet profiles and their rankings within the run (the Smart money dashboard)
+    "HYPERFLUX_PROFILES_INTERVAL": "3",
+    "HYPERFLUX_PROFILES_RANK_INTERVAL": "5",
+    # the order book channels of the tests' coin (book_depth, bbo: the Market dashboard)
+    "HYPERFLUX_HL_WS_CHANNELS": "l2Book,bbo,activeAssetCtx",
+    "HYPERFLUX_HL_WS_CHANNEL_COINS": "BTC",
+    "HYPERFLUX_HL_BOOK_INTERVAL": "2",
 }
 HISTORY_COINS = tuple(c.name for c in DEFAULT_COINS if not c.is_delisted)
 HISTORY_TRADES = 20
@@ -213,7 +238,11 @@ def collect(server: LocalInfluxd, workdir: Path) -> DataRun:
                 both_sides = count(server.url, 'SELECT COUNT("ls_ratio") FROM "global_metrics"')
                 # the heatmap dashboard panels and the notebook draw the tests' coin
                 levels = count(server.url, coin_levels)
-                done = elapsed > MIN_SECONDS and wanted <= present and both_sides and levels
+                # a ranked trader with closed round trips (the Smart money table's win rate)
+                ranked = count(server.url, 'SELECT COUNT("win_rate") FROM "smart_money"')
+                done = (
+                    elapsed > MIN_SECONDS and wanted <= present and both_sides and levels and ranked
+                )
                 if elapsed > (DEADLINE_SECONDS if levels else LEVELS_DEADLINE_SECONDS) or done:
                     break
                 assert process.poll() is None, log_path.read_text()[-3000:]

@@ -546,7 +546,10 @@ def test_the_alerts_section_from_yaml_and_from_a_json_environment_variable(tmp_p
 @pytest.mark.parametrize(
     ("section", "problem"),
     [
-        ({"rules": [{"kind": "wallet"}]}, "rules[0].wallet.addresses: Field required"),
+        (
+            {"rules": [{"kind": "wallet"}]},
+            "rules[0].wallet: a wallet rule needs addresses or watchlist: true",
+        ),
         ({"rules": [{"kind": "liquidation", "targets": ["x"]}]}, "unknown target 'x'"),
         (
             {"targets": {"t": {"kind": "slack", "url": f"ftp://h/{TOKEN}"}}},

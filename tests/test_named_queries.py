@@ -30,7 +30,16 @@ REQUIRED = {
     "whales",
     "funding",
 }
-TAG_VALUES = {"coin": "BTC", "window": "5m", "interval": "1h", "side": "long", "vault": "HLP"}
+TAG_VALUES = {
+    "coin": "BTC",
+    "window": "5m",
+    "interval": "1h",
+    "side": "long",
+    "vault": "HLP",
+    "by": "pnl",
+    "rank": "1",
+}
+WHO = "0x" + "ab" * 20
 
 
 def write(url: str, db: str, lines: list[str]) -> None:
@@ -67,7 +76,16 @@ def test_every_named_query_returns_its_columns_with_a_utc_index(influxd, influx_
     write(influxd.url, influx_db, [sample_point(m, now - 10**9) for m in MEASUREMENTS])
     query = QUERIES[name]
     params = {"asset": "BTC"} if any(p.name == "asset" for p in query.params) else {}
+    if any(p.name == "pool" for p in query.params):  # the HyperEVM pools' queries
+        params["pool"] = "07"
+    params |= {"window": "5m"} if name == "smart_money" else {}
+    params |= {"address": WHO.upper().replace("0X", "0x")} if name == "wallet" else {}
     frame = read_from_influx(name, target=InfluxTarget(influxd.url, influx_db), **params)
+    if name == "wallet":  # one point of each measurement about the address
+        assert sorted(frame["_measurement"]) == sorted(
+            ("account_equity", "position_changes", "positions", "smart_money", "wallet_profiles")
+        )
+        return
     assert len(frame) == 1, frame
     assert list(frame.columns[: len(query.columns)]) == list(query.columns)
     assert str(frame.index.tz) == "UTC"
@@ -75,7 +93,7 @@ def test_every_named_query_returns_its_columns_with_a_utc_index(influxd, influx_
         if column in query.ints:
             assert frame[column].dtype.kind == "i", column
         elif column not in MEASUREMENTS.get(name, MEASUREMENTS["trades"]).tags:
-            assert frame[column].dtype.kind in "fO", (column, frame[column].dtype)
+            assert frame[column].dtype.kind in "fOb", (column, frame[column].dtype)
 
 
 def positions_line(address: str, coin: str, side: str, szi: float, usd: float, time_ns: int) -> str:

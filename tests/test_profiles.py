@@ -183,8 +183,10 @@ def test_every_profile_figure_hand_computed() -> None:
     p = profile_of(WHO, parse(ETH + OTHERS), T0, T0 + DAY_MS)
     # trips by close: BTC +48 (30 min), ETH long -15.28 (3 h), ETH short +9.86 (2 h)
     assert (p.fills, p.unmatched_fills, p.round_trips, p.wins) == (13, 6, 3, 2)
-    assert p.realized_pnl == D("42.58")
+    assert p.realized_pnl == p.realized_pnl_24h == D("42.58")
     assert p.fees == D("2.42")
+    later = profile_of(WHO, parse(ETH + OTHERS), T0, T0 + 2 * DAY_MS)  # every trip > 24 h ago
+    assert (later.realized_pnl, later.realized_pnl_24h) == (D("42.58"), 0)
     assert (p.gross_profit, p.gross_loss) == (D("57.86"), D("15.28"))
     assert p.win_rate == pytest.approx(2 / 3)
     assert p.profit_factor == pytest.approx(57.86 / 15.28)

@@ -91,6 +91,10 @@ class AlertEngine:
         """Addresses the wallet rules watch (to poll with priority)."""
         return self.matcher.watched
 
+    def set_watchlist(self, addresses: frozenset[str]) -> None:
+        """The watchlist now (wallet rules with `watchlist: true`)."""
+        self.matcher.set_watchlist(addresses)
+
     @property
     def checks_book(self) -> bool:
         """Whether any near-liquidation rule needs `check_book`."""

@@ -19,12 +19,19 @@ class Matcher:
         self.config = config
         self._wallet: dict[str, list[WalletRule]] = {}
         self._liquidation: list[LiquidationRule] = []
-        for rule in config.rules:
+        self.set_watchlist(frozenset())
+        self._liquidation = [r for r in config.rules if isinstance(r, LiquidationRule)]
+
+    def set_watchlist(self, addresses: frozenset[str]) -> None:
+        """The watchlist now: the wallet rules with `watchlist: true` apply to these."""
+        wallet: dict[str, list[WalletRule]] = {}
+        for rule in self.config.rules:
             if isinstance(rule, WalletRule):
-                for address in rule.addresses:
-                    self._wallet.setdefault(address, []).append(rule)
-            elif isinstance(rule, LiquidationRule):
-                self._liquidation.append(rule)
+                for address in dict.fromkeys(
+                    (*rule.addresses, *(addresses if rule.watchlist else ()))
+                ):
+                    wallet.setdefault(address, []).append(rule)
+        self._wallet = wallet
 
     @property
     def watched(self) -> frozenset[str]:

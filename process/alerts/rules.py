@@ -3,7 +3,8 @@
 Three kinds of rule, each optionally limited to `coins` and naming its delivery `targets` (omitted:
 every target; `[]`: the log and InfluxDB only):
 
-- `wallet`: a change of a watched address's position (`changes`: any of entry, exit, flip,
+- `wallet`: a change of a watched address's position (its `addresses`, and with `watchlist:
+  true` every address on the watchlist; `changes`: any of entry, exit, flip,
   increase, decrease; default all), optionally only positions of at least `min_usd` (the larger
   of the sizes before and after, at the change's price) or changes of at least `min_change_usd`;
 - `liquidation`: a liquidation of at least `min_usd` notional;
@@ -18,8 +19,6 @@ in the environment, HYPERFLUX_ALERTS holds the same as one JSON object.
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -27,15 +26,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     model_validator,
 )
 
+from config.sections import parse_section
 from config.values import parse_addresses, parse_coins
 from process.alerts.targets import Target, check_name
 from process.positions.book import ChangeKind
 
-_SHOWN_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}|\[key\]")
 CHANGE_KINDS: tuple[ChangeKind, ...] = ("entry", "exit", "flip", "increase", "decrease")
 
 Name = Annotated[str, BeforeValidator(check_name)]
@@ -70,12 +68,21 @@ class BaseRule(BaseModel):
 
 class WalletRule(BaseRule):
     kind: Literal["wallet"]
-    addresses: Annotated[Addresses, Field(min_length=1)]
+    addresses: Addresses = ()
+    watchlist: bool = False
+    """Also every address on the watchlist (`python main.py watch add`, the `watchlist`
+    setting), as it is now."""
     changes: Annotated[tuple[ChangeKind, ...], BeforeValidator(_changes), Field(min_length=1)] = (
         CHANGE_KINDS
     )
     min_usd: Usd = 0.0
     min_change_usd: Usd = 0.0
+
+    @model_validator(mode="after")
+    def _watches_someone(self) -> WalletRule:
+        if not self.addresses and not self.watchlist:
+            raise ValueError("a wallet rule needs addresses or watchlist: true")
+        return self
 
 
 class LiquidationRule(BaseRule):
@@ -142,30 +149,5 @@ class AlertsConfig(BaseModel):
 
 
 def parse_alerts(value: object) -> object:
-    """The `alerts` setting from YAML (a mapping), the environment (a JSON object) or nothing.
-
-    Raises ValueError naming the first problem by its place (`rules[0].addresses: ...`), never
-    quoting a value (a URL or token may be a secret)."""
-    if value is None or value == "":
-        return AlertsConfig()
-    if isinstance(value, AlertsConfig):
-        return value
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise ValueError("not a JSON object") from None
-    if not isinstance(value, dict):
-        raise ValueError("not a mapping of rules, targets and delivery settings")
-    try:
-        return AlertsConfig.model_validate(value)
-    except ValidationError as exc:
-        problems = exc.errors(include_url=False, include_input=False, include_context=False)
-    first = problems[0]
-    place = "".join(
-        f"[{p}]" if isinstance(p, int) else f".{p if _SHOWN_KEY.fullmatch(p) else '?'}"
-        for p in first["loc"]
-    )  # a key that is no name (a URL written where a target name goes) is not shown
-    message = first["msg"].removeprefix("Value error, ")
-    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    raise ValueError(f"{place.lstrip('.') or 'alerts'}: {message}{more}")
+    """The `alerts` setting (see `config.sections.parse_section`)."""
+    return parse_section(value, AlertsConfig, "alerts", "rules, targets and delivery settings")

@@ -7,6 +7,7 @@ fees; a trip is a win when its net PnL is above zero.
 - profit factor: gross profit / gross loss, the sums of the winning and (minus) the losing
   trips' net PnL (None without a losing trip: it would be infinite);
 - average and median hold (close - open), average PnL % (per trip, unweighted);
+- realized PnL of the last 24 h: the net PnL of the trips closed in the window's last day;
 - max drawdown: the largest fall, in USDC, of the cumulative net PnL (trips in close order,
   starting from 0) below its running peak;
 - trades and fills per day: over the window covered (`start_ms`..`end_ms`);
@@ -45,6 +46,7 @@ class Profile:
     round_trips: int
     wins: int
     realized_pnl: Decimal
+    realized_pnl_24h: Decimal
     fees: Decimal
     gross_profit: Decimal
     gross_loss: Decimal
@@ -126,6 +128,7 @@ def figures(
         round_trips=len(trips),
         wins=wins,
         realized_pnl=sum(nets, _ZERO),
+        realized_pnl_24h=sum((t.net_pnl for t in trips if t.close_ms >= end_ms - DAY_MS), _ZERO),
         fees=sum((t.fees for t in trips), _ZERO),
         gross_profit=gross_profit,
         gross_loss=gross_loss,

@@ -62,6 +62,12 @@ class ProfilesJob:
     def is_bot(self, address: str) -> bool:
         return address.lower() in self._bots
 
+    def resume(self, address: str, profiled_ms: int, bot: bool) -> None:
+        """A profile written before a restart: refreshed `refresh_ms` after it, not at once."""
+        self._due[address] = profiled_ms + self.refresh_ms
+        if bot:
+            self._bots.add(address)
+
     async def __call__(self) -> None:
         now = self.clock()
         self._due = {a: due for a, due in self._due.items() if due > now}

@@ -23,6 +23,7 @@ def profile_fields(profile: Profile) -> dict[str, FieldValue | None]:
         "win_rate": profile.win_rate,
         "profit_factor": profile.profit_factor,
         "realized_pnl": float(profile.realized_pnl),
+        "realized_pnl_24h": float(profile.realized_pnl_24h),
         "fees": float(profile.fees),
         "gross_profit": float(profile.gross_profit),
         "gross_loss": float(profile.gross_loss),

@@ -1,0 +1,99 @@
+"""The watchlist: addresses a user follows, with labels, in `data/watchlist.sqlite`.
+
+Edited by `python main.py watch add|remove|list` (also while the collector runs: the collector
+reads the file again every `RELOAD_SECONDS`) and completed by the `watchlist` setting (addresses
+from the config are watched too, and listed with source "config"). Watched addresses are
+polled with priority (`PollScheduler.watch`), never expire from the poll set, are profiled
+first, and wallet alert rules with `watchlist: true` apply to them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from config.values import parse_addresses
+from utils.clock import now_ms
+from utils.errors import HyperfluxError
+
+FILE_NAME = "watchlist.sqlite"
+RELOAD_SECONDS = 30.0
+MAX_LABEL = 100
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS watched (
+    address TEXT PRIMARY KEY,
+    label TEXT NOT NULL DEFAULT '',
+    added_ms INTEGER NOT NULL,
+    source TEXT NOT NULL DEFAULT 'cli'
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Watched:
+    address: str
+    label: str
+    added_ms: int | None
+    source: str  # cli | config
+
+
+def check_address(text: str) -> str:
+    """The address in lower case; HyperfluxError (one line) if it is not a 0x address."""
+    try:
+        (address,) = parse_addresses(text.strip())
+    except ValueError:
+        raise HyperfluxError(f"not a 0x address with 40 hex digits: {text!r}") from None
+    return address
+
+
+class Watchlist:
+    """The watchlist file (created on first use); `configured` adds the config's addresses."""
+
+    def __init__(self, path: Path, configured: Iterable[str] = ()) -> None:
+        self.path = path
+        self.configured = tuple(configured)
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=5.0)
+        db.execute(_SCHEMA)
+        return db
+
+    def add(self, address: str, label: str = "") -> bool:
+        """Watch `address` (or change its label); True if it was not watched yet."""
+        address = check_address(address)
+        if len(label) > MAX_LABEL:
+            raise HyperfluxError(f"a label has at most {MAX_LABEL} characters, got {len(label)}")
+        with self._connect() as db:
+            known = db.execute("SELECT 1 FROM watched WHERE address = ?", (address,)).fetchone()
+            db.execute(
+                "INSERT INTO watched (address, label, added_ms) VALUES (?, ?, ?) "
+                "ON CONFLICT(address) DO UPDATE SET label = excluded.label",
+                (address, label, now_ms()),
+            )
+        return known is None
+
+    def remove(self, address: str) -> bool:
+        """Stop watching `address` (from the file); True if it was there."""
+        address = check_address(address)
+        with self._connect() as db:
+            return db.execute("DELETE FROM watched WHERE address = ?", (address,)).rowcount > 0
+
+    def entries(self) -> list[Watched]:
+        """Every watched address, the file's first (oldest first), then the config's others."""
+        if self.path.exists():
+            with self._connect() as db:
+                rows = db.execute(
+                    "SELECT address, label, added_ms, source FROM watched ORDER BY added_ms"
+                ).fetchall()
+        else:
+            rows = []
+        out = [Watched(*row) for row in rows]
+        listed = {w.address for w in out}
+        out += [Watched(a, "", None, "config") for a in self.configured if a not in listed]
+        return out
+
+    def addresses(self) -> frozenset[str]:
+        return frozenset(w.address for w in self.entries())

@@ -6,6 +6,8 @@
     python main.py query NAME [--asset BTC] [--hours 24] [--param KEY=VALUE] [--format csv]
     python main.py query NAME --help          that query's parameters: types, defaults, meaning
     python main.py spool                      what waits in the on-disk spool
+    python main.py watch add|remove|list [ADDRESS] [--label L]   the watchlist
+    python main.py tail trades|liquidations|alerts|book [--coin BTC] [--min-usd N]
 
 Configuration: config/default.yaml, then --config FILE (or HYPERFLUX_CONFIG), then HYPERFLUX_*
 environment variables; see README.md. This module only wires the parts together.
@@ -33,6 +35,7 @@ from db.local_server import influxd_path
 from db.queries import QUERIES, NamedQuery, get_query
 from db.storage import default_target, open_spool, open_storage, target_from_settings
 from fetch import weights
+from fetch.evm import EvmRpc
 from fetch.hlp import discover_hlp
 from fetch.info import HyperliquidInfo
 from fetch.rate_limit import Priority, WeightBudget
@@ -41,9 +44,13 @@ from fetch.spend_journal import FILE_NAME as WEIGHT_JOURNAL
 from fetch.spend_journal import SpendJournal
 from fetch.stats import rest_samples, ws_samples
 from fetch.ws import MarketStream
+from hyperflux.live import DEFAULT_WEIGHT_BUDGET
+from hyperflux.tail import tail_command
 from process.backfill import DATASETS, backfill, check_interval
 from process.collector import STOP_SECONDS, Collector, Sources, StreamHandlers
 from process.engines.order_flow import ReplayNotes
+from process.watchlist import FILE_NAME as WATCHLIST_FILE
+from process.watchlist import Watchlist
 from utils.errors import HyperfluxError
 from utils.logging import register_secret, setup_logging
 from utils.paths import ensure_writable_dir
@@ -89,6 +96,22 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--format", choices=("table", "csv", "json"), default="table")
     query.set_defaults(query_parser=query)
     commands.add_parser("spool", help="show what waits in the on-disk spool")
+    watch = commands.add_parser(
+        "watch", help="the watchlist: polled with priority, profiled first, alert rules"
+    )
+    watch.add_argument("action", choices=("add", "remove", "list"))
+    watch.add_argument("address", nargs="?", help="0x address (add, remove)")
+    watch.add_argument("--label", default="", help="a name for it (add)")
+    tail = commands.add_parser("tail", help="a live view on its own connection (no InfluxDB)")
+    tail.add_argument("view", metavar="VIEW", help="trades, liquidations, alerts or book")
+    tail.add_argument("--coin", help="a coin or comma list (default: hl.coins, else every perp)")
+    tail.add_argument("--min-usd", default="0", metavar="N", help="hide events under N USD")
+    tail.add_argument(
+        "--weight-budget",
+        default=str(DEFAULT_WEIGHT_BUDGET),
+        metavar="W",
+        help=f"REST weight per minute it may spend (default {DEFAULT_WEIGHT_BUDGET} of 1200/IP)",
+    )
     return parser
 
 
@@ -182,6 +205,16 @@ async def open_sources(settings: Settings, client: InfoClient) -> Sources:
         streams.append(stream)
         return stream
 
+    evm = settings.evm
+    evm_rpc = None
+    if evm.enabled:
+        evm_rpc = EvmRpc(
+            evm.rpc_url.get_secret_value(),
+            requests_per_minute=evm.requests_per_minute,
+            timeout=evm.timeout,
+            max_attempts=evm.max_attempts,
+            quarantine=quarantine,
+        )
     return Sources(
         info=info,
         positions_info=HyperliquidInfo(client, quarantine, budget=positions_lane),
@@ -193,6 +226,8 @@ async def open_sources(settings: Settings, client: InfoClient) -> Sources:
         samples=lambda: rest_samples(client) + [s for w in streams for s in ws_samples(w)],
         quarantined=lambda: quarantine.count,
         rest_polls_per_minute=positions_lane.limit / weights.base_weight("clearinghouseState"),
+        quarantine=quarantine,
+        evm_rpc=evm_rpc,
     )
 
 
@@ -349,6 +384,29 @@ def show_spool(settings: Settings) -> int:
     return 0
 
 
+def edit_watchlist(settings: Settings, args: argparse.Namespace) -> int:
+    """`watch add|remove ADDRESS`, `watch list`: the file a running collector reloads."""
+    watchlist = Watchlist(settings.data_dir / WATCHLIST_FILE, settings.watchlist)
+    if args.action == "list":
+        for entry in watchlist.entries():
+            print(f"{entry.address}  {entry.source:6}  {entry.label}".rstrip())
+        return 0
+    if not args.address:
+        raise HyperfluxError(f"watch {args.action} needs an ADDRESS (0x and 40 hex digits)")
+    ensure_writable_dir(settings.data_dir)
+    if args.action == "add":
+        new = watchlist.add(args.address, args.label)
+        print(f"{'watching' if new else 'already watched, label set:'} {args.address.lower()}")
+        return 0
+    if watchlist.remove(args.address):
+        print(f"no longer watching {args.address.lower()}")
+    elif args.address.lower() in settings.watchlist:
+        raise HyperfluxError(f"{args.address} is watched by the watchlist setting; remove it there")
+    else:
+        print(f"{args.address.lower()} was not watched")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -369,6 +427,10 @@ def main(argv: list[str] | None = None) -> int:
             "backfill": lambda: asyncio.run(run_backfill(settings, args)),
             "query": lambda: run_query(settings, args),
             "spool": lambda: show_spool(settings),
+            "watch": lambda: edit_watchlist(settings, args),
+            "tail": lambda: tail_command(
+                settings, args.view, args.coin, args.min_usd, args.weight_budget
+            ),
         }
         return commands[args.command or "run"]()
     except HyperfluxError as exc:

@@ -110,6 +110,20 @@ def _alerts(value: Any) -> Any:
     return parse_alerts(value)
 
 
+def _redis(value: Any) -> Any:
+    """The `redis` section as a `process.outputs.redis_config.RedisConfig` (no URL: off)."""
+    from process.outputs.redis_config import parse_redis
+
+    return parse_redis(value)
+
+
+def _evm(value: Any) -> Any:
+    """The `evm` section as a `process.dex.config.EvmConfig` (no pools: the job is off)."""
+    from process.dex.config import parse_evm
+
+    return parse_evm(value)
+
+
 HttpUrl = Annotated[str, AfterValidator(_http_url), Expect("an http:// or https:// URL")]
 PositiveSeconds = Annotated[
     float,
@@ -136,9 +150,12 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(frozen=True, extra="forbid")
 
-    SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"influx_password", "alerts"})
+    SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"influx_password", "alerts", "evm", "redis"}
+    )
     """Fields whose values are never shown (repr, `redacted()`, error messages). `alerts` holds
-    webhook URLs and tokens: never echoed in an error; `redacted()` shows it with those masked."""
+    webhook URLs and tokens, `evm` an RPC URL that may hold an API key, `redis` a URL that may
+    hold a password: never echoed in an error; `redacted()` shows them with those masked."""
 
     influx_url: Annotated[
         Annotated[str, AfterValidator(_influx_url)] | None, Expect(_INFLUX_URL)
@@ -262,6 +279,13 @@ class Settings(BaseSettings):
     profiles_top_addresses: Annotated[
         int, Field(gt=0), BeforeValidator(_no_bool), Expect("an integer greater than 0")
     ] = 500
+    profiles_rank_interval: PositiveSeconds = 300.0
+    profiles_rank_top: Annotated[
+        int, Field(gt=0, le=1000), BeforeValidator(_no_bool), Expect("an integer from 1 to 1000")
+    ] = 50
+    profiles_rank_bots: Annotated[
+        Literal["on", "off"], BeforeValidator(_on_off), Expect("on or off")
+    ] = "off"
 
     engines_interval: PositiveSeconds = 10.0
     engines_heatmap_range: Annotated[
@@ -299,6 +323,13 @@ class Settings(BaseSettings):
         int, Field(ge=0, le=65535), BeforeValidator(_no_bool), Expect("an integer from 0 to 65535")
     ] = 9108
 
+    watchlist: Annotated[
+        list[str],
+        BeforeValidator(parse_addresses),
+        Expect("a comma list of 0x addresses with 40 hex digits"),
+    ] = []
+    """Watched besides those of `python main.py watch add` (data/watchlist.sqlite)."""
+
     alerts: Annotated[
         Any,  # a process.alerts.rules.AlertsConfig, never None (see _alerts)
         Field(validate_default=True),
@@ -306,6 +337,24 @@ class Settings(BaseSettings):
         Expect(
             "an alerts section of rules (a list), targets (name: target) and delivery settings"
             " (in the environment: the same as one JSON object)"
+        ),
+    ] = None
+    redis: Annotated[
+        Any,  # a process.outputs.redis_config.RedisConfig, never None (see _redis)
+        Field(validate_default=True),
+        BeforeValidator(_redis),
+        Expect(
+            "a redis section of url, channel_prefix, events, streams and delivery settings"
+            " (in the environment: the same as one JSON object)"
+        ),
+    ] = None
+    evm: Annotated[
+        Any,  # a process.dex.config.EvmConfig, never None (see _evm)
+        Field(validate_default=True),
+        BeforeValidator(_evm),
+        Expect(
+            "an evm section of rpc_url, pools (a list of {address, kind: v2|v3|algebra, label})"
+            " and polling settings (in the environment: the same as one JSON object)"
         ),
     ] = None
 
@@ -350,7 +399,7 @@ class Settings(BaseSettings):
     def redacted(self) -> dict[str, Any]:
         """Every setting by flat name, JSON-ready, with secrets shown as `***`."""
         data = self.model_dump(mode="json")
-        for name in self.SECRET_FIELDS - {"alerts"}:  # alerts: its URLs and tokens are SecretStr
+        for name in self.SECRET_FIELDS - {"alerts", "evm", "redis"}:  # secrets are SecretStr
             if data[name] is not None:
                 data[name] = MASK
         return data

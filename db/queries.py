@@ -26,9 +26,13 @@ if TYPE_CHECKING:  # pandas is imported where frames are handled, not by the col
     import pandas as pd
 
 from db.schema import (
+    ACCOUNT_EQUITY,
     ASSET_CTX,
     CANDLES,
     CVD,
+    DEX_LIQUIDITY,
+    DEX_POOLS,
+    DEX_SWAPS,
     FUNDING,
     GLOBAL_METRICS,
     HLP_POSITIONS,
@@ -37,9 +41,12 @@ from db.schema import (
     LIQ_LEVELS_KEYFRAME_MINUTES,
     LIQUIDATIONS,
     ORDER_FLOW,
+    POSITION_CHANGES,
     POSITIONING,
     POSITIONS,
+    SMART_MONEY,
     TRADES,
+    WALLET_PROFILES,
     Measurement,
 )
 from utils.errors import InfluxQueryError
@@ -386,6 +393,7 @@ class NamedQuery:
             start_ns = anchor - round(options[unit] * _LENGTHS[unit])
         if end_ns is not None and start_ns >= end_ns:
             raise error(f"start {rfc3339_ns(start_ns)} is not before end {rfc3339_ns(end_ns)}")
+        options["window_start_ns"] = start_ns  # a transform may cut the lead off
         start_ns -= round(self.lead_minutes * _LENGTHS["minutes"])
         bound["start"] = rfc3339_ns(max(start_ns, _MIN_NS))
         bound["end"] = NO_END if end_ns is None else rfc3339_ns(end_ns)
@@ -723,3 +731,143 @@ register(
     )
 )
 register(coin_window(POSITIONING, 'read_from_influx("positioning", asset="BTC", hours=24)'))
+
+HLP_LEAD_MINUTES = 5.0
+"""hlp_sentiment reads this much before the window (each vault's position at its start: the
+vaults are polled every minute) and returns the window only."""
+
+
+def hlp_net(frame: pd.DataFrame, options: Mapping[str, Any]) -> pd.DataFrame:
+    """The HLP vaults' net position in the coin after each vault poll: every vault's latest
+    signed size (a closed side's point is 0) summed; side long/short/flat; flip where the side
+    differs from the last non-flat one before it."""
+    import pandas as pd
+
+    if frame.empty:
+        return pd.DataFrame(
+            columns=["net_szi", "net_usd", "side", "flip", "vaults"],
+            index=pd.DatetimeIndex([], tz="UTC", name="time"),
+        )
+    sign = frame["szi"].apply(lambda v: (v > 0) - (v < 0))
+    signed = frame.assign(usd=frame["size_usd"] * sign)
+    per_poll = signed.groupby([signed.index, "vault"])[["szi", "usd"]].sum()  # both sides of a flip
+    szi = per_poll["szi"].unstack("vault").ffill()
+    usd = per_poll["usd"].unstack("vault").ffill()
+    out = pd.DataFrame(
+        {
+            "net_szi": szi.sum(axis=1),
+            "net_usd": usd.sum(axis=1),
+            "vaults": szi.notna().sum(axis=1).astype("int64"),
+        }
+    )
+    out["side"] = out["net_szi"].apply(lambda v: "long" if v > 0 else "short" if v < 0 else "flat")
+    held = out["side"].where(out["side"] != "flat").ffill()
+    out["flip"] = held.ne(held.shift()) & held.shift().notna() & (out["side"] != "flat")
+    out = out[out.index >= pd.Timestamp(options["window_start_ns"], unit="ns", tz="UTC")]
+    out.index.name = "time"
+    return out[["net_szi", "net_usd", "side", "flip", "vaults"]]
+
+
+register(
+    NamedQuery(
+        name="hlp_sentiment",
+        influxql=(
+            'SELECT "vault", "szi", "size_usd" FROM "hlp_positions" '
+            f'WHERE "coin" = $asset AND {WINDOW}'
+        ),
+        params=(asset(), *window(hours=24.0), limit(0)),
+        description="The HLP vaults' net position in one coin over time (the parent and every "
+        "child summed, as of each vault poll): net_szi (coin units, + long), net_usd, side "
+        "long/short/flat, flip (True where HLP turned from one side to the other) and how many "
+        "vaults are counted. `frame.flip.sum()` is the number of flips in the window.",
+        example='read_from_influx("hlp_sentiment", asset="ETH", hours=48)',
+        columns=("net_szi", "net_usd", "side", "flip", "vaults"),
+        ints=("vaults",),
+        transform=hlp_net,
+        lead_minutes=HLP_LEAD_MINUTES,
+    )
+)
+
+
+def latest_run(frame: pd.DataFrame, options: Mapping[str, Any]) -> pd.DataFrame:
+    """The rows of the newest ranking run only, best rank first."""
+    if frame.empty:
+        return frame
+    latest = frame[frame.index == frame.index.max()]
+    return latest.iloc[latest["rank"].astype(int).argsort(kind="stable")]
+
+
+register(
+    NamedQuery(
+        name=SMART_MONEY.name,
+        influxql=(f'{SMART_MONEY.select()} WHERE "window" = $window AND "by" = $by AND {WINDOW}'),
+        params=(
+            Param("window", str, default="24h", description="24h or the profile window (7d)"),
+            Param("by", str, default="pnl", description="ranked by", choices=("pnl", "roe")),
+            *window(minutes=15.0),
+            limit(0, kept="the newest"),
+        ),
+        description="The newest smart-money ranking: the top profiled traders by PnL (realized "
+        "net of fees in the window + unrealized now) or by ROE (PnL / account value), best "
+        "first, from the latest run in the last `minutes` (runs every profiles.rank_interval).",
+        example='read_from_influx("smart_money", window="7d", by="roe")',
+        columns=SMART_MONEY.columns,
+        ints=SMART_MONEY.ints,
+        transform=latest_run,
+    )
+)
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
+def _address(value: Any) -> str:
+    if not isinstance(value, str) or not _ADDRESS.fullmatch(value.strip()):
+        raise ValueError(f"must be a 0x address with 40 hex digits, got {value!r}")
+    return value.strip().lower()
+
+
+WALLET_MEASUREMENTS = (WALLET_PROFILES, ACCOUNT_EQUITY, POSITIONS, POSITION_CHANGES, SMART_MONEY)
+register(
+    NamedQuery(
+        name="wallet",
+        influxql=(
+            "SELECT * FROM "
+            + ", ".join(f'"{m.name}"' for m in WALLET_MEASUREMENTS)
+            + f' WHERE "address" = $address AND {WINDOW}'
+        ),
+        params=(
+            Param("address", str, description="0x address, 40 hex digits", parse=_address),
+            *window(hours=24.0),
+            limit(),
+        ),
+        description="Everything stored about one address in the window, one row per point, "
+        "column _measurement saying which: its wallet profiles, account equity, position "
+        "polls, position changes (every fill the book saw) and its smart_money ranks.",
+        example='read_from_influx("wallet", address="0x...", hours=168)',
+        columns=("_measurement",),
+        ints=tuple(i for m in WALLET_MEASUREMENTS for i in m.ints),
+    )
+)
+
+
+def pool_window(measurement: Measurement, example: str) -> NamedQuery:
+    """Every tag and field of one HyperEVM pool's points over the window."""
+    return NamedQuery(
+        name=measurement.name,
+        influxql=f'{measurement.select()} WHERE "pool" = $pool AND {WINDOW}',
+        params=(
+            Param("pool", str, description="the pool's label in the evm section, e.g. WHYPE/USDT0"),
+            *window(),
+            limit(),
+        ),
+        description=f"{measurement.description[0].upper()}{measurement.description[1:]}.",
+        example=example,
+        columns=measurement.columns,
+        ints=measurement.ints,
+    )
+
+
+register(pool_window(DEX_POOLS, 'read_from_influx("dex_pools", pool="WHYPE/USDT0", hours=24)'))
+register(pool_window(DEX_SWAPS, 'read_from_influx("dex_swaps", pool="WHYPE/USDT0", hours=6)'))
+register(
+    pool_window(DEX_LIQUIDITY, 'read_from_influx("dex_liquidity", pool="WHYPE/USDT0", hours=24)')
+)

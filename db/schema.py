@@ -156,6 +156,7 @@ WALLET_PROFILES = Measurement(
         "win_rate",
         "profit_factor",
         "realized_pnl",
+        "realized_pnl_24h",
         "fees",
         "gross_profit",
         "gross_loss",
@@ -174,6 +175,27 @@ WALLET_PROFILES = Measurement(
     "absent without trips (profit_factor also without a losing trip); truncated: not every "
     "fill of the window was fetched",
     ints=("fills", "unmatched_fills", "round_trips", "wins", "window_start_ms", "window_end_ms"),
+)
+SMART_MONEY = Measurement(
+    "smart_money",
+    tags=("window", "by", "rank"),  # window 24h | 7d (the profile window); by pnl | roe; 1..N
+    fields=(
+        "address",
+        "pnl",
+        "realized_pnl",
+        "unrealized_pnl",
+        "roe",
+        "account_value",
+        "win_rate",
+        "round_trips",
+        "style",
+        "profiled_ms",
+    ),
+    description="the top profiled traders, written every ranking run: pnl = realized PnL net of "
+    "fees of the round trips closed in the window (wallet_profiles) + the unrealized PnL of the "
+    "open positions now (position book); roe = pnl / account value now; bots left out unless "
+    "configured otherwise",
+    ints=("round_trips", "profiled_ms"),
 )
 ALERTS = Measurement(
     "alerts",
@@ -345,6 +367,80 @@ PIPELINE_HEALTH = Measurement(
     fields=(),  # counters and gauges by name; see utils/metrics.py
     description="the collector's own counters, for the Pipeline health dashboard",
 )
+DEX_POOLS = Measurement(
+    "dex_pools",
+    tags=("pool", "dex"),
+    fields=(
+        "block",
+        "reserve0",
+        "reserve1",
+        "price0",
+        "price1",
+        "liquidity",
+        "tick",
+        "fee",
+        "token0",
+        "token1",
+    ),
+    description="HyperEVM DEX pool state read at a block `confirmations` behind the head, "
+    "stamped at that block's time: reserves in token units (V3/Algebra: the pool's token "
+    "balances), price0 = token1 per token0 and price1 = token0 per token1 (decimals applied), "
+    "liquidity (V2: LP token supply; V3/Algebra: in-range liquidity), tick and fee (hundredths "
+    "of a bip) of V3/Algebra pools",
+    ints=("block", "tick", "fee"),
+)
+DEX_SWAPS = Measurement(
+    "dex_swaps",
+    tags=("pool", "dex", "side"),
+    fields=(
+        "amount0_in",
+        "amount1_in",
+        "amount0_out",
+        "amount1_out",
+        "volume0",
+        "volume1",
+        "price",
+        "price_after",
+        "sender",
+        "recipient",
+        "tx_hash",
+        "log_index",
+        "block",
+    ),
+    description="every swap of a followed HyperEVM pool, once, stamped at its block's time plus "
+    "(block mod 1000) ms plus the log index in ns: amounts into and out of the pool in token "
+    "units, volume0/volume1 = in + out per token, price = token1 per token0 of the swap, "
+    "price_after = the pool's price after it; side buy = token0 left the pool (bought), sell = "
+    "token0 went in",
+    ints=("log_index", "block"),
+)
+DEX_LIQUIDITY = Measurement(
+    "dex_liquidity",
+    tags=("pool", "dex", "kind"),
+    fields=(
+        "amount0",
+        "amount1",
+        "liquidity",
+        "tick_lower",
+        "tick_upper",
+        "owner",
+        "tx_hash",
+        "log_index",
+        "block",
+    ),
+    description="liquidity added (kind mint) or removed (burn) in a followed HyperEVM pool, "
+    "stamped like dex_swaps: amounts in token units; liquidity and ticks of V3/Algebra positions",
+    ints=("tick_lower", "tick_upper", "log_index", "block"),
+)
+DEX_SCANS = Measurement(
+    "dex_scans",
+    tags=("pool", "dex"),
+    fields=("from_block", "to_block", "block_hash", "swaps", "events"),
+    description="progress of the HyperEVM log scan: every log of a pool from from_block to "
+    "to_block (inclusive) is stored; written after them, at to_block's time; a restart resumes "
+    "after the highest to_block",
+    ints=("from_block", "to_block", "swaps", "events"),
+)
 
 MEASUREMENTS = {
     m.name: m
@@ -359,6 +455,7 @@ MEASUREMENTS = {
         POSITION_CHANGES,
         ACCOUNT_EQUITY,
         WALLET_PROFILES,
+        SMART_MONEY,
         ALERTS,
         HLP_POSITIONS,
         HLP_EQUITY,
@@ -373,5 +470,9 @@ MEASUREMENTS = {
         FUNDING,
         TRADE_GAPS,
         PIPELINE_HEALTH,
+        DEX_POOLS,
+        DEX_SWAPS,
+        DEX_LIQUIDITY,
+        DEX_SCANS,
     )
 }

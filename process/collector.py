@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Protocol
 
 from config import Settings
@@ -28,6 +29,8 @@ from db.reader import AsyncInfluxReader
 from db.storage import Storage
 from process.alerts import Alert, AlertEngine
 from process.bus import EventBus
+from process.dex import DexJob
+from process.dex.job import Rpc as DexRpc
 from process.engines.heatmap import HeatmapParams, LiquidationHeatmap
 from process.engines.order_flow import OrderFlowEngine, ReplayNotes
 from process.engines.positioning import PositioningEngine
@@ -47,18 +50,23 @@ from process.outputs import open_outputs
 from process.points import GapRecord, PointBuilder
 from process.poll_scheduler import PollScheduler
 from process.positions.book import PositionBook, PositionChange
-from process.positions.equity import EquityUpdates
+from process.positions.equity import EquityUpdates, book_equity
 from process.positions.updates import PositionUpdates
 from process.profiles import FillSource as ProfileFills
 from process.profiles import ProfilesJob
+from process.profiles.rankings import SmartMoney
 from process.registry import AddressRegistry
 from process.scheduling import JobRunner
 from process.shard import Shard
 from process.stream_state import FILE_NAME as STREAM_STATE_FILE
 from process.stream_state import OpenGap, StreamState
+from process.watchlist import FILE_NAME as WATCHLIST_FILE
+from process.watchlist import RELOAD_SECONDS as WATCHLIST_EVERY
+from process.watchlist import Watchlist
 from utils.clock import now_ms
 from utils.errors import HyperfluxError
 from utils.metrics import MetricsServer, Sample, status_line
+from utils.quarantine import Quarantine
 from validate import AssetCtx, Trade, WsMessage
 
 log = logging.getLogger(__name__)
@@ -134,6 +142,8 @@ class Sources:
     samples: Callable[[], list[Sample]]  # the fetch side's figures
     quarantined: Callable[[], int]
     rest_polls_per_minute: float  # clearinghouseState calls the positions share allows
+    quarantine: Quarantine | None = None  # where malformed input goes (default: a new one)
+    evm_rpc: DexRpc | None = None  # the HyperEVM node (the `evm` settings), None: no DEX job
 
 
 class Collector:
@@ -159,6 +169,8 @@ class Collector:
         self.market_data = mode == "on" or (mode == "auto" and self.shard.is_primary)
         self.builder = PointBuilder()
         self.registry = AddressRegistry(settings.data_dir / "addresses.sqlite")
+        self.watchlist = Watchlist(settings.data_dir / WATCHLIST_FILE, settings.watchlist)
+        self.watched: frozenset[str] = frozenset()
         self.book = PositionBook(on_change=self._position_changed)
         self.alerts = AlertEngine(settings.alerts, self.writer, on_alert=self._alerted)
         self.position_changes = 0
@@ -208,15 +220,23 @@ class Collector:
             on_liquidation=self._liquidation,
             store=self.market_data,
         )
+        self.smart_money = SmartMoney(
+            self.writer,
+            self._account_now,
+            window_ms=round(settings.profiles_window_days * 86_400_000),
+            top=settings.profiles_rank_top,
+            include_bots=settings.profiles_rank_bots == "on",
+        )
         self.profiles = ProfilesJob(
             sources.profiles_info,
             self.writer,
-            priority=lambda: self.equity_updates.largest(settings.profiles_top_addresses),
+            priority=self._profile_priority,
             window_ms=round(settings.profiles_window_days * 86_400_000),
             refresh_ms=round(settings.profiles_refresh_hours * 3_600_000),
             per_run=settings.profiles_per_run,
             max_weight_per_run=settings.profiles_max_weight_per_run,
             allocator=self.builder.allocator,
+            on_profile=self.smart_money.profiled,
         )
         self.asset_ctx = AssetCtxJob(
             sources.info, self.builder, self.writer, self.book, on_ctxs=self._asset_ctxs
@@ -234,6 +254,7 @@ class Collector:
         self._output_tasks: list[asyncio.Task[None]] = []
         self.hlp = HlpJob(sources.hlp_info, self.builder, self.writer, lambda: sources.vaults)
         self.order_flow: OrderFlowEngine | None = None
+        self.dex: DexJob | None = None
         self._last_trades: dict[str, int] = {}
         self.stream: Stream | None = None
         self.universe: UniverseJob | None = None
@@ -257,7 +278,10 @@ class Collector:
 
     async def _start(self) -> None:
         self.positions.restore()
+        await self._reload_watchlist()
         await self._restore_trade_slots()
+        if self.settings.profiles_enabled == "on":
+            await self._restore_profiles()
         runner = self.runner
         # Every shard follows the trade stream: it is how addresses are discovered. Only the
         # shard that stores market data backfills it (recentTrades costs REST weight).
@@ -276,6 +300,7 @@ class Collector:
         await self.stream.update_coins(configured)  # empty: the universe job fills it in
         if self.market_data:
             self._add_engines()  # before the stream: every trade and gap is noted to them
+            self._add_dex()
         await self._seed_stream()
         self._stream_task = asyncio.create_task(self._run_stream(), name="trade-stream")
         self._alerts_task = asyncio.create_task(self.alerts.run(), name="alerts")
@@ -287,6 +312,7 @@ class Collector:
             interval = self.settings.alerts.near_liquidation_interval
             runner.add("alerts_near_liquidation", self._check_near_liquidation, interval)
         runner.add("universe", self.universe, UNIVERSE_CHECK_EVERY)
+        runner.add("watchlist", self._reload_watchlist, WATCHLIST_EVERY, start_now=False)
         if self.market_data:
             runner.add("asset_ctx", self.asset_ctx, self.settings.jobs_asset_ctx_interval)
             runner.add("hlp", self.hlp, self.settings.jobs_hlp_interval)
@@ -296,6 +322,8 @@ class Collector:
         runner.add("equity_updates", self.equity_updates, 5.0, start_now=False)
         if self.settings.profiles_enabled == "on":
             runner.add("profiles", self.profiles, self.settings.profiles_interval, start_now=False)
+            every = self.settings.profiles_rank_interval
+            runner.add("smart_money", self.smart_money, every, start_now=False)
         runner.add("registry_flush", self._flush_registry, REGISTRY_FLUSH_EVERY, start_now=False)
         runner.add("state_flush", self._flush_state, STATE_FLUSH_EVERY, start_now=False)
         runner.add("expire", self._expire, EXPIRE_EVERY)
@@ -310,6 +338,8 @@ class Collector:
             return max(0.05, (deadline - time.monotonic()) * share)
 
         await self.runner.shutdown(grace=left(0.3))
+        if self.dex is not None:
+            await _within(self.dex.close(), left(0.1))
         if self.stream is not None:
             await _within(self.stream.stop(), left(0.5))  # open gaps are recorded here
         if self._stream_task is not None:
@@ -371,6 +401,16 @@ class Collector:
         self.runner.add("heatmap", heatmap, every)
         self.runner.add("positioning", PositioningEngine(snapshots, writer), every)
 
+    def _add_dex(self) -> None:
+        """HyperEVM pools (opt-in: the `evm` settings), where market data is stored."""
+        evm, rpc = self.settings.evm, self.sources.evm_rpc
+        if not evm.enabled or rpc is None:
+            return
+        self.reader = self.reader or AsyncInfluxReader(self.storage.target)
+        quarantine = self.sources.quarantine or Quarantine(self.settings.quarantine_dir)
+        self.dex = DexJob(evm, self.writer, self.reader, quarantine, rpc)
+        self.runner.add("evm_dex", self.dex, evm.poll_interval)
+
     async def _run_stream(self) -> None:
         assert self.stream is not None
         while True:  # the stream reconnects by itself; this only survives a bug in it
@@ -406,6 +446,38 @@ class Collector:
         self._last_trades = {row["coin"]: row["time"] // 1_000_000 for row in newest}
         if recent:
             log.info("restored the timestamp slots of %d recent trades", len(recent))
+
+    async def _restore_profiles(self) -> None:
+        """The latest wallet profiles (rankings, and when each is due again)."""
+        query, params = self.smart_money.restore_query()
+        try:
+            async with AsyncInfluxReader(self.storage.target) as reader:
+                rows = await reader.rows(query, params)
+        except HyperfluxError as exc:
+            log.warning("wallet profiles not read back (%s): they are refreshed anew", exc)
+            return
+        for standing in self.smart_money.restore(rows):
+            self.profiles.resume(standing.address, standing.profiled_ms, standing.bot)
+
+    async def _reload_watchlist(self) -> None:
+        """The watchlist file may have changed (`main.py watch add|remove`)."""
+        watched = await asyncio.to_thread(self.watchlist.addresses)
+        if watched != self.watched:
+            log.info("watching %d addresses", len(watched))
+            self.watched = watched
+            self.positions.watch(watched)
+            self.alerts.set_watchlist(watched)
+
+    def _profile_priority(self) -> list[str]:
+        """Watched addresses first, then the largest accounts."""
+        largest = self.equity_updates.largest(self.settings.profiles_top_addresses)
+        return list(dict.fromkeys((*sorted(self.watched), *largest)))
+
+    def _account_now(self, address: str) -> tuple[Decimal, Decimal] | None:
+        """(account value, unrealized PnL) from the book at the latest marks."""
+        account = self.book.accounts.get(address)
+        equity = None if account is None else book_equity(account, self.book.marks)
+        return None if equity is None else (equity.account_value, equity.unrealized_pnl)
 
     async def _seed_stream(self) -> None:
         """Each coin's newest durable trade (stream state; InfluxDB's newest stored trade when
@@ -521,6 +593,7 @@ class Collector:
             Sample("positions_polled_total", "counter", "positions polls", positions.polls),
             Sample("positions_failed_total", "counter", "failed polls", positions.failures),
             Sample("addresses_tracked", "gauge", "addresses in the poll set", len(self.registry)),
+            Sample("addresses_watched", "gauge", "addresses on the watchlist", len(self.watched)),
             Sample("position_changes_total", "counter", "position changes", self.position_changes),
             Sample("quarantined_total", "counter", "records failing validation", quarantined),
             Sample(
@@ -532,8 +605,10 @@ class Collector:
         ]
         out += self.book.samples() + self.position_updates.samples() + self.confirmer.samples()
         out += self.equity_updates.samples() + self.profiles.samples() + self.alerts.samples()
-        out += self.bus.samples() + self.live.samples()
+        out += self.bus.samples() + self.live.samples() + self.smart_money.samples()
         out += [sample for output in self.outputs for sample in output.samples()]
+        if self.dex is not None:
+            out += self.dex.samples()
         return out + self.sources.samples() + self.runner.samples()
 
 

@@ -286,6 +286,18 @@ class Settings(BaseSettings):
     profiles_rank_bots: Annotated[
         Literal["on", "off"], BeforeValidator(_on_off), Expect("on or off")
     ] = "off"
+    profiles_watch_max: Annotated[
+        int, Field(ge=0), BeforeValidator(_no_bool), Expect("an integer >= 0 (0: off)")
+    ] = 0
+    profiles_watch_min_trades: Annotated[
+        int, Field(ge=1), BeforeValidator(_no_bool), Expect("an integer >= 1")
+    ] = 20
+    profiles_watch_min_win_rate: Annotated[
+        float, Field(ge=0, le=1), BeforeValidator(_no_bool), Expect("a fraction from 0 to 1")
+    ] = 0.6
+    profiles_watch_min_profit_factor: Annotated[
+        float, Field(ge=0), BeforeValidator(_no_bool), Expect("a number >= 0")
+    ] = 1.5
 
     engines_interval: PositiveSeconds = 10.0
     engines_heatmap_range: Annotated[
@@ -295,6 +307,9 @@ class Settings(BaseSettings):
         Expect("a fraction above 0 and below 1, such as 0.15 (mark +/- 15 %)"),
     ] = 0.15
     engines_heatmap_store_interval: PositiveSeconds = 60.0
+    engines_heatmap_exclude_bots: Annotated[
+        Literal["on", "off"], BeforeValidator(_on_off), Expect("on or off")
+    ] = "off"
     engines_heatmap_min_size_usd: Annotated[
         float, Field(ge=0), BeforeValidator(_no_bool), Expect("a number of USD >= 0")
     ] = 1000.0

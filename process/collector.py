@@ -54,6 +54,8 @@ from process.positions.equity import EquityUpdates, book_equity
 from process.positions.updates import PositionUpdates
 from process.profiles import FillSource as ProfileFills
 from process.profiles import ProfilesJob
+from process.profiles.curation import AutoWatch, CurationRules
+from process.profiles.figures import Profile
 from process.profiles.rankings import SmartMoney
 from process.registry import AddressRegistry
 from process.scheduling import JobRunner
@@ -220,6 +222,15 @@ class Collector:
             on_liquidation=self._liquidation,
             store=self.market_data,
         )
+        self.auto_watch = AutoWatch(
+            self.watchlist,
+            CurationRules(
+                max_wallets=settings.profiles_watch_max,
+                min_trades=settings.profiles_watch_min_trades,
+                min_win_rate=settings.profiles_watch_min_win_rate,
+                min_profit_factor=settings.profiles_watch_min_profit_factor,
+            ),
+        )
         self.smart_money = SmartMoney(
             self.writer,
             self._account_now,
@@ -236,7 +247,7 @@ class Collector:
             per_run=settings.profiles_per_run,
             max_weight_per_run=settings.profiles_max_weight_per_run,
             allocator=self.builder.allocator,
-            on_profile=self.smart_money.profiled,
+            on_profile=self._profiled,
         )
         self.asset_ctx = AssetCtxJob(
             sources.info, self.builder, self.writer, self.book, on_ctxs=self._asset_ctxs
@@ -390,6 +401,7 @@ class Collector:
             writer,
             open_interest=lambda: self.asset_ctx.open_interest_usd,
             reader=self.reader,
+            exclude=self.profiles.is_bot if settings.engines_heatmap_exclude_bots == "on" else None,
             params=HeatmapParams(
                 range_pct=settings.engines_heatmap_range,
                 min_size_usd=settings.engines_heatmap_min_size_usd,
@@ -467,6 +479,10 @@ class Collector:
             self.watched = watched
             self.positions.watch(watched)
             self.alerts.set_watchlist(watched)
+
+    def _profiled(self, profile: Profile) -> None:
+        self.smart_money.profiled(profile)
+        self.auto_watch.profiled(profile)
 
     def _profile_priority(self) -> list[str]:
         """Watched addresses first, then the largest accounts."""

@@ -1,8 +1,9 @@
 """The watchlist: addresses a user follows, with labels, in `data/watchlist.sqlite`.
 
 Edited by `python main.py watch add|remove|list` (also while the collector runs: the collector
-reads the file again every `RELOAD_SECONDS`) and completed by the `watchlist` setting (addresses
-from the config are watched too, and listed with source "config"). Watched addresses are
+reads the file again every `RELOAD_SECONDS`), completed by the `watchlist` setting (addresses
+from the config are watched too, and listed with source "config") and, when configured, by the
+curation of profiled traders (`process.profiles.curation`, source "auto"). Watched addresses are
 polled with priority (`PollScheduler.watch`), never expire from the poll set, are profiled
 first, and wallet alert rules with `watchlist: true` apply to them.
 """
@@ -36,7 +37,7 @@ class Watched:
     address: str
     label: str
     added_ms: int | None
-    source: str  # cli | config
+    source: str  # cli | config | auto
 
 
 def check_address(text: str) -> str:
@@ -62,7 +63,8 @@ class Watchlist:
         return db
 
     def add(self, address: str, label: str = "") -> bool:
-        """Watch `address` (or change its label); True if it was not watched yet."""
+        """Watch `address` (or change its label; one the curation added is the user's now);
+        True if it was not watched yet."""
         address = check_address(address)
         if len(label) > MAX_LABEL:
             raise HyperfluxError(f"a label has at most {MAX_LABEL} characters, got {len(label)}")
@@ -70,10 +72,40 @@ class Watchlist:
             known = db.execute("SELECT 1 FROM watched WHERE address = ?", (address,)).fetchone()
             db.execute(
                 "INSERT INTO watched (address, label, added_ms) VALUES (?, ?, ?) "
-                "ON CONFLICT(address) DO UPDATE SET label = excluded.label",
+                "ON CONFLICT(address) DO UPDATE SET label = excluded.label, source = 'cli'",
                 (address, label, now_ms()),
             )
         return known is None
+
+    def curate(self, address: str, label: str | None) -> bool:
+        """The curation's word on `address`: watch it (`label`: why) unless it is watched
+        already, or (None) stop watching it if the curation had added it. True if changed."""
+        with self._connect() as db:
+            if label is None:
+                sql = "DELETE FROM watched WHERE address = ? AND source = 'auto'"
+                return db.execute(sql, (address,)).rowcount > 0
+            sql = (
+                "INSERT INTO watched (address, label, added_ms, source) VALUES (?, ?, ?, 'auto') "
+                "ON CONFLICT(address) DO UPDATE SET label = excluded.label WHERE source = 'auto'"
+            )
+            return db.execute(sql, (address, label[:MAX_LABEL], now_ms())).rowcount > 0
+
+    def source_of(self, address: str) -> str | None:
+        """cli, auto, config, or None when not watched."""
+        if self.path.exists():
+            with self._connect() as db:
+                sql = "SELECT source FROM watched WHERE address = ?"
+                row = db.execute(sql, (address,)).fetchone()
+            if row is not None:
+                return str(row[0])
+        return "config" if address in self.configured else None
+
+    def curated(self) -> int:
+        """How many addresses the curation added."""
+        if not self.path.exists():
+            return 0
+        with self._connect() as db:
+            return db.execute("SELECT COUNT(*) FROM watched WHERE source = 'auto'").fetchone()[0]
 
     def remove(self, address: str) -> bool:
         """Stop watching `address` (from the file); True if it was there."""

@@ -242,3 +242,18 @@ async def test_a_restart_keeps_the_grids_and_writes_no_unchanged_level(
         await reader.aclose()
     assert restarted.grids == engine.grids  # step and anchor price
     assert restarted_sink.take("liq_grid") == [] and restarted_sink.take("liq_levels") == []
+
+
+async def test_accounts_flagged_as_bots_can_be_left_out() -> None:
+    book = a_book()
+    everyone = LiquidationHeatmap(book, Lines(), clock=Clock(), params=PARAMS)
+    no_bob = LiquidationHeatmap(
+        book, Lines(), clock=Clock(), params=PARAMS, exclude=lambda a: a == BOB
+    )
+    await everyone()
+    await no_bob()
+    btc_all, btc = everyone.latest["BTC"], no_bob.latest["BTC"]
+    shorts = sum(level.short_count for level in btc_all.levels.values())
+    assert shorts == 1 and sum(level.short_count for level in btc.levels.values()) == 0
+    longs = sum(level.long_usd for level in btc.levels.values())
+    assert longs == sum(level.long_usd for level in btc_all.levels.values()) > 0  # the rest kept

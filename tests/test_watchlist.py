@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -103,3 +104,36 @@ def test_wallet_rules_follow_the_watchlist() -> None:
     assert matcher.position_changed(change(C)).rules == ("mine",)  # type: ignore[union-attr]
     with pytest.raises(Exception, match="needs addresses or watchlist: true"):
         parse_alerts({"rules": [{"kind": "wallet"}]})
+
+
+def test_curation_adds_qualifying_traders_up_to_the_cap_and_drops_them_later(tmp_path) -> None:
+    from process.profiles.curation import AutoWatch, CurationRules
+    from process.profiles.figures import DAY_MS, profile_of
+    from tests.test_profiles import ETH, OTHERS, parse, trips
+    from tests.test_profiles import T0 as P0
+
+    week = P0 + 7 * DAY_MS
+    good = trips(30, 5 * 60_000, 5 * 3_600_000)  # 30 winning scalps: win rate 1, no loss
+    watchlist = Watchlist(tmp_path / FILE_NAME)
+    watchlist.add(C, "mine")
+    curation = AutoWatch(watchlist, CurationRules(max_wallets=1))
+    curation.profiled(profile_of(A, good, P0, week))
+    curation.profiled(profile_of(B, good, P0, week))  # the cap: first come
+    curation.profiled(profile_of(C, good, P0, week))  # the user's: untouched
+    entries = {w.address: (w.source, w.label) for w in watchlist.entries()}
+    assert entries == {
+        C: ("cli", "mine"),
+        A: ("auto", "auto: 30 trips, win 100%, PF inf, +30 USD"),
+    }
+    few = profile_of(A, parse(ETH + OTHERS), P0, P0 + DAY_MS)  # 3 trips: no longer qualifies
+    curation.profiled(few)
+    curation.profiled(profile_of(C, parse(ETH + OTHERS), P0, P0 + DAY_MS))
+    assert watchlist.addresses() == {C} and (curation.added, curation.removed) == (1, 1)
+    curation.profiled(profile_of(B, good, P0, week))  # room again
+    assert watchlist.source_of(B) == "auto"
+    watchlist.add(B, "now mine")  # the user takes it over: the curation leaves it alone
+    curation.profiled(dataclasses.replace(few, address=B))
+    assert watchlist.source_of(B) == "cli"
+    off = AutoWatch(watchlist, CurationRules())  # max_wallets 0: off
+    off.profiled(profile_of(A, good, P0, week))
+    assert watchlist.source_of(A) is None

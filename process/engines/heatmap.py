@@ -217,8 +217,11 @@ class LiquidationHeatmap:
         reader: RowReader | None = None,
         params: HeatmapParams | None = None,
         clock: Callable[[], int] = lambda: time.time_ns() // NS_PER_MS,
+        exclude: Callable[[str], bool] | None = None,
     ) -> None:
+        """`exclude(address)`: accounts left out (e.g. those profiled as bots)."""
         self.book = book
+        self.exclude = exclude
         self.writer = writer
         self.open_interest = open_interest
         self.reader = reader
@@ -248,7 +251,11 @@ class LiquidationHeatmap:
         """`compute`, giving the event loop its turn every `TURN_SECONDS` (trades keep moving
         the book meanwhile: the picture spans that second or so)."""
         pictures = empty_pictures(self.book, self.grids)
-        accounts = list(self.book.accounts.values())
+        exclude = self.exclude
+        if exclude is None:
+            accounts = list(self.book.accounts.values())
+        else:
+            accounts = [a for address, a in self.book.accounts.items() if not exclude(address)]
         for start in range(0, len(accounts), COMPUTE_CHUNK):
             add_accounts(self.book, accounts[start : start + COMPUTE_CHUNK], pictures, self.params)
             await turns.take()

@@ -3,7 +3,7 @@
     async with Simulator(seed=1, port=0, rate=50) as sim:
         sim.url, sim.ws_url, sim.ledger.valid_trades("BTC"), sim.burst("BTC", 1000)
 
-Wire formats follow ../shared/hyperliquid/API.md and its recorded fixtures. Not runtime code.
+Wire formats follow docs/API.md and its recorded fixtures. Not runtime code.
 """
 
 from .config import (

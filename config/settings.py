@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from config.values import (
+    HLP_PARENT,
     HTTP_SCHEMES,
     WS_COIN_CHANNELS,
     WS_SCHEMES,
@@ -222,7 +223,7 @@ class Settings(BaseSettings):
         str,
         BeforeValidator(lambda v: parse_addresses([v]) and parse_addresses([v])[0]),
         Expect("a 0x address with 40 hex digits"),
-    ] = "0xdfc24b077bc1425ad1dea75bcb6f8158e10df303"
+    ] = HLP_PARENT
     hl_liquidators: Annotated[
         list[str],
         BeforeValidator(parse_addresses),

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 HTTP_SCHEMES = ("http", "https")
 WS_SCHEMES = ("ws", "wss")
 
+HLP_PARENT = "0xdfc24b077bc1425ad1dea75bcb6f8158e10df303"
+"""The HLP parent vault (its children are discovered from it)."""
 WS_COIN_CHANNELS = ("l2Book", "bbo", "activeAssetCtx")
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _COIN = re.compile(r"[A-Za-z0-9@:/._-]{1,32}")

@@ -30,6 +30,7 @@ from db.schema import (
     ASSET_CTX,
     CANDLES,
     CVD,
+    CVD_WINDOWS,
     DEX_LIQUIDITY,
     DEX_POOLS,
     DEX_SWAPS,
@@ -50,6 +51,7 @@ from db.schema import (
     Measurement,
 )
 from utils.errors import InfluxQueryError
+from validate.market import CANDLE_INTERVAL_MS
 
 READ_STATEMENTS = ("SELECT", "SHOW")
 
@@ -521,22 +523,7 @@ register(coin_window(ASSET_CTX, 'read_from_influx("asset_ctx", asset="SOL", hour
 register(coin_window(ORDER_FLOW, 'read_from_influx("order_flow", asset="BTC", hours=24)'))
 
 
-CANDLE_INTERVALS = (
-    "1m",
-    "3m",
-    "5m",
-    "15m",
-    "30m",
-    "1h",
-    "2h",
-    "4h",
-    "8h",
-    "12h",
-    "1d",
-    "3d",
-    "1w",
-    "1M",
-)
+CANDLE_INTERVALS = tuple(CANDLE_INTERVAL_MS)
 """The `interval` tag values of `candles`: Hyperliquid's candleSnapshot intervals."""
 
 register(
@@ -567,7 +554,6 @@ register(
 register(coin_window(FUNDING, 'read_from_influx("funding", asset="ETH", hours=168)'))
 
 
-CVD_WINDOWS = ("1m", "5m", "15m", "1h")
 POSITIONS_MINUTES = 20.0
 """The staleness cutoff of position snapshots: a position not polled for this long is left out."""
 

@@ -240,6 +240,8 @@ ORDER_FLOW = Measurement(
     "liquidation notional per liquidated side; incomplete: overlaps a trade_gaps stretch",
     ints=("buy_count", "sell_count"),
 )
+CVD_WINDOWS = ("1m", "5m", "15m", "1h")
+"""The rolling windows of `cvd` (its `window` tag)."""
 CVD = Measurement(
     "cvd",
     tags=("coin", "window"),

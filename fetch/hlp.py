@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from config.values import HLP_PARENT
 from fetch.info import HyperliquidInfo
 from utils.errors import HyperfluxError
 
 log = logging.getLogger(__name__)
 
-HLP_PARENT = "0xdfc24b077bc1425ad1dea75bcb6f8158e10df303"
 KNOWN_LIQUIDATORS = ("0x2e3d94f0562703b25c83308a05046ddaf9a8dd14",)
 
 

@@ -28,6 +28,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import BeforeValidator, Field, Strict, StringConstraints, TypeAdapter, ValidationError
 from pydantic_core import core_schema
 
+from utils.quarantine import one_line
+
 T = TypeVar("T")
 
 MIN_TIME_MS = 1_654_041_600_000
@@ -110,13 +112,7 @@ class Rejected:
     raw_text: str
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "reason", one_line(self.reason))
-
-
-def one_line(text: str, limit: int = MAX_REASON_CHARS) -> str:
-    """`text` with whitespace runs collapsed to one space, cut to `limit` characters."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+        object.__setattr__(self, "reason", one_line(self.reason, MAX_REASON_CHARS))
 
 
 def summarize(error: ValidationError, root: str = "(payload)") -> str:

@@ -91,7 +91,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from db.queries import rfc3339_ns
-from db.schema import CVD, LIQUIDATIONS, ORDER_FLOW, TRADE_GAPS, TRADES
+from db.schema import CVD, CVD_WINDOWS, LIQUIDATIONS, ORDER_FLOW, TRADE_GAPS, TRADES
 from db.timestamps import NS_PER_MS
 from process.engines.order_flow_parts import (
     INCOMPLETE,
@@ -125,7 +125,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WINDOWS = ("1m", "5m", "15m", "1h")
+DEFAULT_WINDOWS = CVD_WINDOWS
 READ_CHUNK_MINUTES = 120
 """Longest stretch one query aggregates (bounds the answer and the memory of a recompute)."""
 

@@ -12,12 +12,13 @@ Thread-safe: one lock guards the counters and the file append.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+
+from utils.jsonl import DailyJsonLines
 
 MAX_RAW_BYTES = 64 * 1024
 MAX_REASON_CHARS = 500
@@ -43,6 +44,7 @@ class Quarantine:
         self._now = now
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._files = DailyJsonLines(self.directory)
 
     @property
     def count(self) -> int:
@@ -59,19 +61,14 @@ class Quarantine:
     def add(self, source: str, reason: str, raw: str | bytes) -> None:
         """Keep one rejected record (or frame) with the reason it was rejected."""
         now = self._now().astimezone(UTC)
-        line = json.dumps(
-            {
-                "time": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                "source": source,
-                "reason": one_line(reason),
-                "raw": self._clip(raw),
-            }
-        )
-        path = self.directory / f"{now:%Y-%m-%d}.jsonl"
+        record = {
+            "time": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "source": source,
+            "reason": one_line(reason),
+            "raw": self._clip(raw),
+        }
+        self._files.append([record], now)
         with self._lock:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            with open(path, "a", encoding="utf-8") as handle:
-                handle.write(line + "\n")
             self._counts[source] += 1
 
     def _clip(self, raw: str | bytes) -> str:

@@ -18,9 +18,9 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import fields, is_dataclass
 from decimal import Decimal
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 from utils.metrics import Sample
 
@@ -34,8 +34,7 @@ DEFAULT_BUFFER = 10_000
 DROP_REPORT_EVERY = 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One thing the collector learned. `data` is the record as the collector holds it:
 
     - trade: `validate.Trade`; liquidation: `process.liquidations.LiquidationEvent`
@@ -109,12 +108,14 @@ class Subscription:
         if self.closed or (self.coins is not None and event.coin not in self.coins):
             return
         self.received += 1
-        if len(self._queue) >= self.buffer:
-            self._queue.popleft()
+        queue = self._queue
+        if len(queue) >= self.buffer:
+            queue.popleft()
             self.dropped += 1
             self._report_drops()
-        self._queue.append(event)
-        self._ready.set()
+        queue.append(event)
+        if not self._ready.is_set():  # set() wakes waiters: once per batch is enough
+            self._ready.set()
 
     def _report_drops(self) -> None:
         now = time.monotonic()

@@ -6,6 +6,7 @@
     python main.py query NAME [--asset BTC] [--hours 24] [--param KEY=VALUE] [--format csv]
     python main.py query NAME --help          that query's parameters: types, defaults, meaning
     python main.py spool                      what waits in the on-disk spool
+    python main.py influxdb                   serve the embedded database alone (after `run`)
     python main.py watch add|remove|list [ADDRESS] [--label L]   the watchlist
     python main.py tail trades|liquidations|alerts|book [--coin BTC] [--min-usd N]
 
@@ -29,8 +30,8 @@ from typing import Any
 
 from config import Settings, load_settings, unknown_env_vars
 from db import read_from_influx
-from db.bootstrap import detect_server, ensure_database
-from db.embedded import DEFAULT_URL, answers_ping
+from db.bootstrap import DatabaseState, detect_server, inspect_database
+from db.embedded import DEFAULT_URL, answers_ping, serve
 from db.local_server import influxd_path
 from db.queries import QUERIES, NamedQuery, get_query
 from db.storage import default_target, open_spool, open_storage, target_from_settings
@@ -96,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--format", choices=("table", "csv", "json"), default="table")
     query.set_defaults(query_parser=query)
     commands.add_parser("spool", help="show what waits in the on-disk spool")
+    commands.add_parser(
+        "influxdb",
+        help="serve the embedded InfluxDB alone (same data dir and URL as `run`) for Grafana "
+        "and notebooks after collection; Ctrl-C stops it",
+    )
     watch = commands.add_parser(
         "watch", help="the watchlist: polled with priority, profiled first, alert rules"
     )
@@ -232,13 +238,15 @@ async def open_sources(settings: Settings, client: InfoClient) -> Sources:
 
 
 async def check(settings: Settings) -> int:
-    """One line per check; exit status 1 when any failed."""
+    """One line per check on stdout; exit status 1 when any failed ("warn" is not a failure).
+    Read-only towards InfluxDB: what `run` would create or change is reported, not done."""
     failures = 0
 
-    def report(ok: bool, name: str, detail: str) -> None:
+    def report(ok: bool | None, name: str, detail: str) -> None:
         nonlocal failures
-        failures += not ok
-        print(f"{'ok  ' if ok else 'FAIL'} {name:<11} {detail}")
+        failures += ok is False
+        status = {True: "ok  ", False: "FAIL", None: "warn"}[ok]
+        print(f"{status} {name:<11} {detail}")
 
     report(True, "config", f"data dir {settings.data_dir}, database {settings.influx_db!r}")
     try:
@@ -264,9 +272,7 @@ async def check(settings: Settings) -> int:
             async with target.async_client() as client:
                 info = await detect_server(client)
                 report(True, "influxdb", f"{info} at {target.url}")
-                await ensure_database(client, target, info, settings.influx_retention)
-                retention = settings.influx_retention or "as the server has it"
-                report(True, "database", f"{target.db!r} ready (retention {retention})")
+                report(*database_report(await inspect_database(client, target, info), settings))
         except HyperfluxError as exc:
             report(False, "influxdb", str(exc))
     try:
@@ -278,8 +284,21 @@ async def check(settings: Settings) -> int:
         report(False, "hyperliquid", f"{exc} (HYPERFLUX_HL_API_URL={settings.hl_api_url})")
     if writable:
         spool = open_spool(settings)
-        report(True, "spool", f"{spool.points} points waiting ({spool.bytes} bytes)")
+        report(True, "spool", f"waiting: {spool.summary()}")
     return 1 if failures else 0
+
+
+def database_report(state: DatabaseState, settings: Settings) -> tuple[bool | None, str, str]:
+    """`check`'s database line: a missing database is a warning, since `run` creates it."""
+    db, retention = settings.influx_db, settings.influx_retention
+    wanted = f" with retention {retention}" if retention else ""
+    if state.exists is None:
+        return True, "database", f"{db!r} is created by the first write"
+    if not state.exists:
+        return None, "database", f"{db!r} does not exist yet: `run` creates it{wanted}"
+    held = {"": "as the server has it", "0s": "INF"}.get(state.retention, state.retention)
+    change = f"; `run` sets {retention}" if state.retention_differs(retention) else ""
+    return True, "database", f"{db!r} exists (retention {held}){change}"
 
 
 async def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
@@ -379,8 +398,7 @@ def run_query(settings: Settings, args: argparse.Namespace) -> int:
 def show_spool(settings: Settings) -> int:
     ensure_writable_dir(settings.data_dir)
     spool = open_spool(settings)
-    print(f"{spool.directory}: {spool.points} points in {len(spool)} segments, {spool.bytes} bytes")
-    print(f"limit {spool.max_bytes} bytes, policy when full: {spool.policy}")
+    print(f"{spool.directory}: {spool.summary()} (when full: {spool.policy})")
     return 0
 
 
@@ -416,7 +434,9 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "shard", None):
             env["HYPERFLUX_JOBS_SHARD"] = args.shard
         settings = load_settings(args.config, env=env)
-        setup_logging(settings.log_level, settings.log_format)
+        # check and influxdb say what matters in their own lines: no INFO chatter around them
+        quiet = args.command in ("check", "influxdb") and settings.log_level == "INFO"
+        setup_logging("WARNING" if quiet else settings.log_level, settings.log_format)
         if settings.influx_password:
             register_secret(settings.influx_password.get_secret_value())
         for name in unknown_env_vars():
@@ -427,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
             "backfill": lambda: asyncio.run(run_backfill(settings, args)),
             "query": lambda: run_query(settings, args),
             "spool": lambda: show_spool(settings),
+            "influxdb": lambda: serve(settings.influx_url, settings.data_dir, settings.influx_db),
             "watch": lambda: edit_watchlist(settings, args),
             "tail": lambda: tail_command(
                 settings, args.view, args.coin, args.min_usd, args.weight_budget

@@ -29,8 +29,10 @@ Where retention can be set by hyperflux (`retention`, e.g. "30d", or "INF" = kee
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,6 +244,43 @@ async def ensure_database(
         )
 
 
+@dataclass(frozen=True)
+class DatabaseState:
+    """What `inspect_database` found. `exists` is None where the server creates the database on
+    the first write (3.x); `retention` is the 1.x default policy's duration as the server prints
+    it ("720h0m0s", "0s" = forever), "" when not known."""
+
+    exists: bool | None
+    retention: str = ""
+
+    def retention_differs(self, retention: str | None) -> bool:
+        """Whether `run` would change the retention to `retention` (None or "": leave it)."""
+        if not retention or not self.retention:
+            return False
+        return parse_retention(retention) != (parse_go_duration(self.retention) or None)
+
+
+async def inspect_database(
+    client: httpx.AsyncClient, target: InfluxTarget, info: ServerInfo
+) -> DatabaseState:
+    """The read-only counterpart of `ensure_database` (for `check`): nothing is created or
+    altered."""
+    check_db_name(target.db)
+    if info.flavour == 3:
+        return DatabaseState(exists=None)
+    if info.flavour == 2:
+        return DatabaseState(exists=await asyncio.to_thread(_bucket_exists, target))
+    quoted = quote_ident(target.db)
+    try:
+        if target.db not in {row["name"] for row in await _run(client, "SHOW DATABASES")}:
+            return DatabaseState(exists=False)
+        policies = await _run(client, f"SHOW RETENTION POLICIES ON {quoted}")
+    except _Forbidden as exc:
+        raise HyperfluxError(f"{exc}; the user needs READ on {quoted}") from None
+    default = next((p for p in policies if p.get("default")), None)
+    return DatabaseState(exists=True, retention=default["duration"] if default else "")
+
+
 async def _ensure_v1(
     client: httpx.AsyncClient, db: str, retention: str | None, retention_ns: int | None
 ) -> None:
@@ -310,40 +349,31 @@ async def _apply_retention(
     )
 
 
-def _ensure_bucket(
-    target: InfluxTarget, retention: str, retention_ns: int | None, org: str | None
-) -> None:
-    """2.x: the bucket named like the database must exist; create it if the token may."""
-    import urllib3  # influxdb-client only loads for 2.x servers, off the hot path
-    from influxdb_client import BucketRetentionRules, InfluxDBClient
-    from influxdb_client.rest import ApiException
-
+def _bucket_how(target: InfluxTarget, retention_ns: int | None) -> str:
+    """The commands that create or map the bucket by hand, for the error messages."""
     seconds = 0 if retention_ns is None else retention_ns // 1_000_000_000
-    how = (
+    return (
         f"create it with `influx bucket create --name {target.db} --retention {seconds}s` "
         f"(the v1 API then maps database {target.db!r} to it), or map an existing bucket with "
         f"`influx v1 dbrp create --db {target.db} --rp autogen --bucket-id <id> --default`"
     )
+
+
+@contextlib.contextmanager
+def _v2_api(target: InfluxTarget, org: str | None, doing: str, how: str) -> Iterator[Any]:
+    """An influxdb-client for the v2 API whose failures become one-line HyperfluxErrors."""
+    import urllib3  # influxdb-client only loads for 2.x servers, off the hot path
+    from influxdb_client import InfluxDBClient
+    from influxdb_client.rest import ApiException
+
     with InfluxDBClient(
         url=public_url(target.url),
         token=target.password or "",
         org=org,
         timeout=round(target.timeout * 1000),
     ) as client:
-        buckets = client.buckets_api()
         try:
-            if buckets.find_bucket_by_name(target.db) is not None:
-                log.info("bucket %r exists; its retention is managed in InfluxDB", target.db)
-                return
-            orgs = client.organizations_api().find_organizations(**({"org": org} if org else {}))
-            if len(orgs) != 1:
-                names = ", ".join(sorted(o.name for o in orgs)) or "none visible to the token"
-                raise HyperfluxError(
-                    f"bucket {target.db!r} is missing and the organization for it is unclear "
-                    f"({names}): {how}"
-                )
-            rules = [] if retention_ns is None else [BucketRetentionRules(every_seconds=seconds)]
-            buckets.create_bucket(bucket_name=target.db, retention_rules=rules, org_id=orgs[0].id)
+            yield client
         except ApiException as exc:
             if exc.status == 401:
                 raise HyperfluxError(
@@ -351,7 +381,7 @@ def _ensure_bucket(
                     + CREDENTIALS_HINT
                 ) from None
             raise HyperfluxError(
-                f"cannot find or create bucket {target.db!r} through the v2 API "
+                f"cannot {doing} bucket {target.db!r} through the v2 API "
                 f"({exc.status} {exc.reason}): {how}"
             ) from None
         except urllib3.exceptions.HTTPError as exc:
@@ -364,4 +394,33 @@ def _ensure_bucket(
                 f"{public_url(target.url)} did not answer the InfluxDB v2 bucket API as InfluxDB "
                 f"does ({type(exc).__name__}): is HYPERFLUX_INFLUX_URL an InfluxDB 2.x? {how}"
             ) from None
+
+
+def _ensure_bucket(
+    target: InfluxTarget, retention: str, retention_ns: int | None, org: str | None
+) -> None:
+    """2.x: the bucket named like the database must exist; create it if the token may."""
+    from influxdb_client import BucketRetentionRules
+
+    how = _bucket_how(target, retention_ns)
+    with _v2_api(target, org, "find or create", how) as client:
+        buckets = client.buckets_api()
+        if buckets.find_bucket_by_name(target.db) is not None:
+            log.info("bucket %r exists; its retention is managed in InfluxDB", target.db)
+            return
+        orgs = client.organizations_api().find_organizations(**({"org": org} if org else {}))
+        if len(orgs) != 1:
+            names = ", ".join(sorted(o.name for o in orgs)) or "none visible to the token"
+            raise HyperfluxError(
+                f"bucket {target.db!r} is missing and the organization for it is unclear "
+                f"({names}): {how}"
+            )
+        seconds = 0 if retention_ns is None else retention_ns // 1_000_000_000
+        rules = [] if retention_ns is None else [BucketRetentionRules(every_seconds=seconds)]
+        buckets.create_bucket(bucket_name=target.db, retention_rules=rules, org_id=orgs[0].id)
     log.info("created bucket %r (retention %s) in org %s", target.db, retention, orgs[0].name)
+
+
+def _bucket_exists(target: InfluxTarget) -> bool:
+    with _v2_api(target, None, "find", _bucket_how(target, None)) as client:
+        return client.buckets_api().find_bucket_by_name(target.db) is not None

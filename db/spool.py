@@ -26,6 +26,23 @@ log = logging.getLogger(__name__)
 
 SpoolPolicy = Literal["drop_oldest", "drop_newest"]
 _SEGMENT = re.compile(r"^(\d{16})-(\d+)\.lp$")
+_BINARY_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def human_size(size: int) -> str:
+    """Bytes for people: "512 B", "12.3 MiB", "1 GiB" (binary units, one decimal, no ".0")."""
+    if size < 1024:
+        return f"{size} B"
+    value = float(size)
+    for unit in _BINARY_UNITS:
+        value /= 1024
+        if round(value, 1) < 1024 or unit == _BINARY_UNITS[-1]:
+            break
+    return f"{value:.1f}".removesuffix(".0") + f" {unit}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 @dataclass(frozen=True)
@@ -70,12 +87,7 @@ class Spool:
         self._points = sum(s.points for s in found)
         self._next_sequence = found[-1].sequence + 1 if found else 0
         if found:
-            log.info(
-                "spool holds %d points in %d segments (%d bytes) from an earlier run",
-                self.points,
-                len(found),
-                self._bytes,
-            )
+            log.info("spool holds %s from an earlier run", self.summary())
 
     @property
     def bytes(self) -> int:
@@ -87,6 +99,13 @@ class Spool:
 
     def __len__(self) -> int:
         return len(self._segments)
+
+    def summary(self) -> str:
+        """What waits, for people: "1200 points in 3 segments, 12.3 MiB of 1 GiB"."""
+        return (
+            f"{_count(self.points, 'point')} in {_count(len(self), 'segment')}, "
+            f"{human_size(self.bytes)} of {human_size(self.max_bytes)}"
+        )
 
     def __contains__(self, segment: Segment) -> bool:
         """Whether the segment still waits here (False once replayed or dropped)."""

@@ -10,7 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
+
+from tests.conftest import influxql
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,34 +62,83 @@ def test_check_fails_with_a_clear_line_when_influxdb_is_down(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_check_reports_each_part_on_its_own_line(influxd, tmp_path):
-    result = main(
-        "check",
-        HYPERFLUX_DATA_DIR=str(tmp_path),
-        HYPERFLUX_INFLUX_URL=influxd.url,
-        HYPERFLUX_HL_API_URL="http://127.0.0.1:1",
-    )
+def test_check_reports_each_part_on_its_own_line_and_creates_nothing(influxd, tmp_path):
+    """Only the report on stdout, nothing on stderr; the missing database is a warning (not a
+    failure) and is still missing afterwards."""
+    env = {
+        "HYPERFLUX_DATA_DIR": str(tmp_path),
+        "HYPERFLUX_INFLUX_URL": influxd.url,
+        "HYPERFLUX_INFLUX_DB": "check_readonly",
+        "HYPERFLUX_HL_API_URL": "http://127.0.0.1:1",
+    }
+    result = main("check", **env)
     assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr == ""
     lines = result.stdout.splitlines()
+    assert len(lines) == 5, result.stdout
+    assert lines[0] == f"ok   config      data dir {tmp_path}, database 'check_readonly'"
     assert lines[1].startswith("ok   influxdb    InfluxDB 1.6.7")
-    assert lines[2].startswith("ok   database    'hyperliquid' ready")
+    assert lines[2] == "warn database    'check_readonly' does not exist yet: `run` creates it"
     assert lines[3].startswith("FAIL hyperliquid ")
     assert "HYPERFLUX_HL_API_URL" in lines[3]
+    assert lines[4] == "ok   spool       waiting: 0 points in 0 segments, 0 B of 1 GiB"
+    assert "check_readonly" not in _databases(influxd.url)
+
+    influxql(influxd.url, 'CREATE DATABASE "check_readonly"')
+    try:
+        result = main("check", **env, HYPERFLUX_INFLUX_RETENTION="30d")
+        lines = result.stdout.splitlines()
+        assert lines[2] == (
+            "ok   database    'check_readonly' exists (retention INF); `run` sets 30d"
+        )
+        assert result.stderr == ""
+        policy = influxql(influxd.url, 'SHOW RETENTION POLICIES ON "check_readonly"')[0]
+        assert policy["duration"] == "0s"
+    finally:
+        influxql(influxd.url, 'DROP DATABASE "check_readonly"')
 
 
-def test_spool_command_reports_waiting_points(tmp_path):
+def _databases(url: str) -> list[str]:
+    body = httpx.get(f"{url}/query", params={"q": "SHOW DATABASES"}).json()
+    series = body["results"][0].get("series", [])
+    return [row[0] for one in series for row in one.get("values", [])]
+
+
+def test_spool_command_reports_waiting_points_and_human_sizes(tmp_path):
     from db.spool import Spool
 
-    Spool(tmp_path / "spool").append(b"m v=1i 1\nm v=2i 2", points=2)
+    spool = Spool(tmp_path / "spool")
+    spool.append(b"m v=1i 1\nm v=2i 2", points=2)
+    spool.append(b"x" * (3 * 1024 * 1024 + 300 * 1024), points=1)
     result = main("spool", HYPERFLUX_DATA_DIR=str(tmp_path))
     assert result.returncode == 0
-    assert "2 points in 1 segments" in result.stdout
+    assert result.stdout == (
+        f"{tmp_path / 'spool'}: 3 points in 2 segments, 3.3 MiB of 1 GiB (when full: drop_oldest)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1024, "1 KiB"),
+        (1536, "1.5 KiB"),
+        (12_900_000, "12.3 MiB"),
+        (1024**3 - 1, "1 GiB"),
+        (5 * 1024**4, "5 TiB"),
+    ],
+)
+def test_human_sizes(size, text):
+    from db.spool import human_size
+
+    assert human_size(size) == text
 
 
 def test_help_lists_the_commands():
     result = main("--help")
     assert result.returncode == 0
-    for command in ("run", "check", "spool"):
+    for command in ("run", "check", "spool", "influxdb"):
         assert command in result.stdout
 
 

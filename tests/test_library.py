@@ -30,16 +30,20 @@ async def until(
         await asyncio.sleep(0.1)
 
 
-def tracked_victim(sim: Simulator, monitor: LiquidationMonitor, coin: str, long: bool) -> str:
+def tracked_victim(
+    sim: Simulator, monitor: LiquidationMonitor, coin: str, long: bool
+) -> str | None:
     """An account the monitor's book tracks, holding a `coin` position of that side with a
-    liquidation price."""
+    liquidation price, as the exchange and as the book compute it."""
     book = monitor.feed.book
     for address in sorted(book.accounts):
         account = sim.population.accounts.get(address)
         position = None if account is None else account.positions.get(coin)
-        if position is not None and position.liq_px is not None and (position.szi > 0) == long:
-            return address
-    pytest.skip(f"no tracked {'long' if long else 'short'} {coin} position with a liq price")
+        if position is None or position.liq_px is None or (position.szi > 0) != long:
+            continue
+        if book.liquidation_prices(book.accounts[address]).get(coin) is not None:
+            return address  # the book computes one too (not while a mark it needs is unknown)
+    return None
 
 
 def crash_through(sim: Simulator, monitor: LiquidationMonitor, address: str, coin: str) -> None:
@@ -89,7 +93,13 @@ async def test_every_liquidation_is_yielded_once_with_its_side_and_the_statistic
         assert sorted(map(key, scanned)) == sorted(map(key, seen))
 
         for coin, long in (("SOL", True), ("BTC", False)):
+            await until(
+                lambda c=coin, side=long: tracked_victim(sim, monitor, c, side) is not None,
+                25,
+                f"a tracked {coin} position with a liquidation price in the book",
+            )
             victim = tracked_victim(sim, monitor, coin, long)
+            assert victim is not None
             crash_through(sim, monitor, victim, coin)
             await asyncio.sleep(1.2)  # the new mark reaches the monitor (activeAssetCtx)
             sim.market_liquidation(

@@ -2,7 +2,8 @@
 
 `python main.py run` collects from the local Hyperliquid simulator (80 trades/s, automatic
 liquidations on, plus backstop liquidations triggered on both sides) into the database
-`simulator_run` of the session's real influxd, until every measurement the dashboards read holds
+`simulator_run` of the session's real influxd, and `python main.py backfill` adds a day of hourly
+candles and settled funding of the tests' coin, until every measurement the dashboards read holds
 points and the liquidation heatmap has levels of the tests' coin (or a deadline passes: a
 measurement nothing writes yet stays empty, and the tests say which). The collector then
 stops, so what the tests read no longer changes. One run per session: the fixture is imported
@@ -31,7 +32,9 @@ from db.schema import (
     ASSET_CTX,
     BBO,
     BOOK_DEPTH,
+    CANDLES,
     CVD,
+    FUNDING,
     GLOBAL_METRICS,
     HLP_EQUITY,
     HLP_POSITIONS,
@@ -74,6 +77,11 @@ ENGINE_MEASUREMENTS = frozenset(
     for m in (ORDER_FLOW, CVD, LIQ_LEVELS, LIQ_COVERAGE, POSITIONING, GLOBAL_METRICS, SMART_MONEY)
 )
 """Written by the engines (process/engines/), not by the collector's own jobs."""
+BACKFILL_MEASUREMENTS = frozenset(m.name for m in (CANDLES, FUNDING))
+"""Written by `python main.py backfill` (BACKFILL_ARGS), not by the collector."""
+BACKFILL_ARGS = ("--coins", COIN, "--days", "1", "--datasets", "candles,funding")
+"""A day of hourly candles and settlements: the newest closed candle opened 1-2 h ago, the
+newest settlement at most 1 h ago (the tests' time range holds both)."""
 
 RUN_ENV = {
     "HYPERFLUX_INFLUX_DB": DB,
@@ -184,6 +192,23 @@ def start_collector(env: dict[str, str], log: IO[bytes]) -> subprocess.Popen:
     )
 
 
+def start_backfill(env: dict[str, str], log: IO[bytes]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "main.py", "backfill", *BACKFILL_ARGS],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
+
+
+def wait_backfill(process: subprocess.Popen, log: Path) -> None:
+    code = process.wait(30)
+    output = log.read_text()
+    assert code == 0, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+
+
 def stop_collector(process: subprocess.Popen, log: Path) -> None:
     process.send_signal(signal.SIGTERM)
     code = process.wait(20)
@@ -198,17 +223,23 @@ def collect(server: LocalInfluxd, workdir: Path) -> DataRun:
     1. History: trades stamped 90 s back (a minute that is over), then a stop. CVD points exist
        only at completed minute boundaries, and an engine's first run after a start reads the
        past minutes back, so the second run has order-flow bars and CVD points from its start,
-       whatever the second of the minute the tests began at.
+       whatever the second of the minute the tests began at. Meanwhile `python main.py
+       backfill` stores candles and funding (its own process, its own log).
     2. The run proper, until every measurement has points (or the deadline); liquidations of
        both sides are triggered once trades flow.
     """
-    wanted = COLLECTOR_MEASUREMENTS | ENGINE_MEASUREMENTS
+    wanted = COLLECTOR_MEASUREMENTS | ENGINE_MEASUREMENTS | BACKFILL_MEASUREMENTS
     log_path = workdir / "collector.log"
+    backfill_log = workdir / "backfill.log"
     trades = f'SELECT COUNT("tid") FROM "{TRADES.name}"'
     coin_levels = f'SELECT COUNT("price") FROM "{LIQ_LEVELS.name}" WHERE "coin" = \'{COIN}\''
     simulator = SimulatorThread(seed=11, rate=80, auto_liquidations=True, n_addresses=200)
-    with simulator as sim, open(log_path, "ab") as log:
+    with simulator as sim, open(log_path, "ab") as log, open(backfill_log, "ab") as fill_log:
         env = collector_env(sim, server, workdir / "data", **RUN_ENV)
+        # its own data directory: the spool and quarantine belong to one process
+        backfill = start_backfill(
+            {**env, "HYPERFLUX_DATA_DIR": str(workdir / "backfill")}, fill_log
+        )
         process = start_collector(env, log)
         try:
             wait_until(lambda: count(server.url, trades) > 0, process, log_path)
@@ -218,7 +249,10 @@ def collect(server: LocalInfluxd, workdir: Path) -> DataRun:
             stored = f"{trades} WHERE time >= {past_ms}ms AND time < {past_ms + 1}ms"
             expected = HISTORY_TRADES * len(HISTORY_COINS)
             wait_until(lambda: count(server.url, stored) >= expected, process, log_path)
+            wait_backfill(backfill, backfill_log)
         finally:
+            if backfill.poll() is None:
+                backfill.kill()
             stop_collector(process, log_path)
 
         started, started_ms = time.monotonic(), int(time.time() * 1000)

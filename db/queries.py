@@ -96,16 +96,28 @@ def check_read_only(influxql: str) -> str:
     return statement
 
 
+class ExactRegex(str):
+    """A bound value sent as a regular expression that matches exactly this text (every
+    character escaped; empty: anything). Only code makes one: see `check_bound_params`."""
+
+    def bound(self) -> dict[str, str]:
+        return {"regex": f"^{re.escape(self)}$" if self else ".*"}
+
+
 def check_bound_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     """Bound values as sent: names like `asset`, values str, int, float (finite) or bool only.
 
     Objects are refused on purpose: InfluxDB 1.x reads `{"identifier": "coin"}` as a column
-    name and `{"regex": ...}` as a regex, which would let a value change the query.
+    name and `{"regex": ...}` as a regex, which would let a value change the query. The one
+    exception is an `ExactRegex`, escaped here, so it matches its text and nothing else.
     """
     checked: dict[str, Any] = {}
     for key, value in (params or {}).items():
         if not isinstance(key, str) or not _BIND_NAME.fullmatch(key):
             raise InfluxQueryError(f"bad parameter name {key!r}: use letters, digits and _")
+        if isinstance(value, ExactRegex):
+            checked[key] = value.bound()
+            continue
         if isinstance(value, float) and not math.isfinite(value):
             raise InfluxQueryError(f"parameter {key!r} must be a finite number, got {value!r}")
         if not isinstance(value, str | int | float):  # bool is an int
@@ -437,6 +449,19 @@ def asset(description: str = "Hyperliquid coin, e.g. BTC, kPEPE, @107 (case-sens
     return Param("asset", str, description=description)
 
 
+def any_asset() -> Param:
+    """An optional coin: left out, every coin (a cross-market answer). Bound as a regular
+    expression (`"coin" =~ $asset_re`), which InfluxQL's bound parameters allow."""
+    return Param(
+        "asset",
+        str,
+        default=None,
+        description="Hyperliquid coin, e.g. BTC (case-sensitive); omitted: every coin",
+        bind_as="asset_re",
+        convert=lambda coin: ExactRegex(coin or ""),
+    )
+
+
 def window(hours: float | None = 24.0, minutes: float | None = None) -> tuple[Param, ...]:
     """The window parameters: its length in `hours` (or, for the latest-state queries, in
     `minutes`, with `hours` as the alternative), `start` instead of a length, and `end`."""
@@ -587,9 +612,10 @@ register(
 register(
     NamedQuery(
         name="latest_positions",
-        influxql=f'{POSITIONS.select()} WHERE "coin" = $asset AND {WINDOW}',
-        params=(asset(), *window(minutes=POSITIONS_MINUTES), limit(0, kept="the largest")),
-        description="Each tracked address's latest open position in one coin (largest first).",
+        influxql=f'{POSITIONS.select()} WHERE "coin" =~ $asset_re AND {WINDOW}',
+        params=(any_asset(), *window(minutes=POSITIONS_MINUTES), limit(0, kept="the largest")),
+        description="Each tracked address's latest open position in one coin, or in every coin "
+        "(largest first).",
         example='read_from_influx("latest_positions", asset="BTC", minutes=20)',
         columns=POSITIONS.columns,
         ints=POSITIONS.ints,
@@ -599,16 +625,17 @@ register(
 register(
     NamedQuery(
         name="whales",
-        influxql=f'{POSITIONS.select()} WHERE "coin" = $asset AND {WINDOW}',
+        influxql=f'{POSITIONS.select()} WHERE "coin" =~ $asset_re AND {WINDOW}',
         params=(
-            asset(),
+            any_asset(),
             Param(
                 "n", int, default=20, description="how many", minimum=1, maximum=1000, bind=False
             ),
             *window(minutes=POSITIONS_MINUTES),
             limit(0, kept="the largest"),
         ),
-        description="The n largest open positions in one coin, from the latest polls.",
+        description="The n largest open positions in one coin, or over every coin, from the "
+        "latest polls.",
         example='read_from_influx("whales", asset="ETH", n=10)',
         columns=POSITIONS.columns,
         ints=POSITIONS.ints,

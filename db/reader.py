@@ -146,7 +146,7 @@ def coins_statement(query: NamedQuery, params: Mapping[str, Any]) -> str | None:
     answer to `params` should say whether the asset is known at all; None otherwise.
 
     The measurement's name is the query's constant (not input): InfluxQL cannot bind it."""
-    if "asset" not in params or not query.measurement:
+    if params.get("asset") is None or not query.measurement:
         return None
     return f'SHOW TAG VALUES FROM "{query.measurement}" WITH KEY = "{COINS_KEY}"'
 

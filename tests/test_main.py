@@ -155,9 +155,13 @@ def test_query_name_help_lists_its_parameters_with_types_and_defaults():
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("usage: main.py query whales [--asset ...] [--hours ...]")
-    assert lines[2] == "whales: The n largest open positions in one coin, from the latest polls."
+    assert lines[2] == (
+        "whales: The n largest open positions in one coin, or over every coin, from the latest "
+        "polls."
+    )
     for expected in (
-        "  asset    str (required)",
+        "  asset    str (optional)",
+        "           Hyperliquid coin, e.g. BTC (case-sensitive); omitted: every coin",
         "  n        int = 20",
         "           how many",
         "  minutes  float = 20.0",

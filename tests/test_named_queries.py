@@ -104,7 +104,7 @@ def positions_line(address: str, coin: str, side: str, szi: float, usd: float, t
 def test_latest_positions_and_whales_reduce_to_each_address_latest_poll(influxd, influx_db):
     now_ms = time.time_ns() // 1_000_000
     ms = 1_000_000
-    a, b, c = ("0x" + ch * 40 for ch in "abc")
+    a, b, c, d = ("0x" + ch * 40 for ch in "abcd")
     write(
         influxd.url,
         influx_db,
@@ -116,6 +116,10 @@ def test_latest_positions_and_whales_reduce_to_each_address_latest_poll(influxd,
             positions_line(c, "BTC", "short", -1.0, 1_000.0, (now_ms - 50_000) * ms),
             positions_line(c, "BTC", "short", 0.0, 0.0, (now_ms - 10_000) * ms),  # closed
             positions_line(c, "BTC", "long", 9.0, 90_000.0, (now_ms - 3_600_000) * ms),  # stale
+            positions_line(
+                a, "ETH", "short", -5.0, 15_000.0, (now_ms - 30_000) * ms + 1
+            ),  # a's poll
+            positions_line(d, "ETH", "long", 4.0, 12_000.0, (now_ms - 40_000) * ms),
         ],
     )
     target = InfluxTarget(influxd.url, influx_db)
@@ -123,6 +127,16 @@ def test_latest_positions_and_whales_reduce_to_each_address_latest_poll(influxd,
     assert list(zip(latest["address"], latest["szi"], strict=True)) == [(b, -3.0), (a, 2.0)]
     whales = read_from_influx("whales", target=target, asset="BTC", n=1)
     assert list(whales["address"]) == [b]
+    every = read_from_influx("latest_positions", target=target, minutes=20)  # cross-market
+    assert list(zip(every["address"], every["coin"], every["szi"], strict=True)) == [
+        (b, "BTC", -3.0),
+        (a, "ETH", -5.0),
+        (d, "ETH", 4.0),
+        (a, "BTC", 2.0),
+    ]
+    assert list(read_from_influx("whales", target=target, n=2)["coin"]) == ["BTC", "ETH"]
+    with pytest.raises(InfluxQueryError, match="closest known coin: 'BTC'"):
+        read_from_influx("whales", target=target, asset="btc")
 
 
 def level_line(level: str, minutes_ago: float, long_usd: float, short_usd: float, **kw) -> str:

@@ -42,7 +42,7 @@ from db.client import (
     unreachable_error,
 )
 from db.queries import NamedQuery, check_bound_params, check_read_only, get_query
-from db.schema import CANDLES, FUNDING
+from db.schema import CANDLES, FUNDING, MEASUREMENTS
 from db.storage import default_target
 from utils.errors import InfluxQueryError
 
@@ -331,4 +331,25 @@ def raw_query(
     check_read_only(influxql)
     check_bound_params(params)
     with InfluxReader(_resolve(target)) as reader:
-        return reader.frame(influxql, params)
+        rows = reader.rows(influxql, params)
+    measurements = {row.get("_measurement") for row in rows}
+    return contract_floats(rows_to_frame(rows, time_index=is_select(influxql)), measurements)
+
+
+def contract_floats(frame: pd.DataFrame, measurements: set[Any]) -> pd.DataFrame:
+    """Float fields of the measurement contract as floats again: InfluxDB's JSON writes a
+    whole-number float as `1`, so a column of them would come back as int64. Columns the
+    contract does not name (aggregates such as `last`) are left as they came."""
+    import pandas as pd
+
+    floats = {
+        field
+        for name in measurements
+        if (m := MEASUREMENTS.get(str(name))) is not None
+        for field in m.fields
+        if field not in m.ints
+    }
+    for column in frame.columns:
+        if column in floats and pd.api.types.is_integer_dtype(frame[column]):
+            frame[column] = frame[column].astype("float64")
+    return frame

@@ -201,6 +201,13 @@ def test_raw_query_select_and_show(target: InfluxTarget) -> None:
     ]
     assert (frame.index == pd.Timestamp(0, tz="UTC")).all()
 
+    whole = raw_query(
+        'SELECT "sz", "tid", "px" FROM "trades" WHERE "coin" = \'ETH\'', target=target
+    )
+    assert whole["sz"].dtype == "float64" and whole["px"].dtype == "float64"  # sent as 1, 3000
+    assert (whole["sz"].iloc[0], whole["px"].iloc[0]) == (1.0, 3000.0)
+    assert whole["tid"].dtype == "int64"  # an int field stays an int
+
     shown = raw_query("SHOW MEASUREMENTS", target=target)
     assert list(shown["name"]) == ["asset_ctx", "trades"]
     assert not isinstance(shown.index, pd.DatetimeIndex)

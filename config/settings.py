@@ -26,6 +26,7 @@ from config.values import (
     parse_channels,
     parse_coins,
     parse_retention,
+    parse_shard,
     parse_size,
 )
 from utils.logging import MASK
@@ -62,10 +63,8 @@ def _no_bool(value: Any) -> Any:
 
 
 def _shard(value: str) -> str:
-    index, _, count = value.strip().partition("/")
-    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
-        raise ValueError("not i/N with 0 <= i < N")
-    return f"{int(index)}/{int(count)}"
+    index, count = parse_shard(value)
+    return f"{index}/{count}"
 
 
 def _http_url(value: str) -> str:

@@ -144,6 +144,15 @@ def duration_ns(text: str) -> int:
     return sum(int(number) * DURATION_NS[unit] for number, unit in _DURATION_PART.findall(text))
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """(i, N) from "i/N" with 0 <= i < N; ValueError otherwise."""
+    index, sep, count = text.strip().partition("/")
+    index, count = index.strip(), count.strip()
+    if not (sep and index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise ValueError("not i/N with 0 <= i < N")
+    return int(index), int(count)
+
+
 def parse_retention(value: object) -> str | None:
     """None (leave as is), "INF" (keep forever), or an InfluxQL duration >= 1h such as "90d"."""
     if value is None or value == "":

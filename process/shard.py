@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from config.values import parse_shard
+
 
 @dataclass(frozen=True, slots=True)
 class Shard:
@@ -27,10 +29,12 @@ class Shard:
     @classmethod
     def parse(cls, text: str) -> Shard:
         """`Shard.parse("0/4")`; ValueError with a one-line message for anything else."""
-        index, sep, count = text.strip().partition("/")
-        if not sep or not index.strip().isdigit() or not count.strip().isdigit():
-            raise ValueError(f"shard {text!r} is invalid: write it as i/N, e.g. 0/1 or 2/4")
-        return cls(int(index), int(count))
+        try:
+            return cls(*parse_shard(text))
+        except ValueError:
+            raise ValueError(
+                f"shard {text!r} is invalid: write it as i/N, e.g. 0/1 or 2/4"
+            ) from None
 
     @property
     def is_primary(self) -> bool:

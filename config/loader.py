@@ -1,5 +1,8 @@
 """`load_settings`: config/default.yaml < a user YAML file < HYPERFLUX_* environment variables.
 
+Layered here rather than by pydantic-settings' sources (no longer a dependency): only this
+loader knows where each value came from, which a one-line error about a bad value must name.
+
 Every value keeps the name the user gave it (`HYPERFLUX_METRICS_PORT`, `my.yaml: influx.timeout`)
 so that a bad one is reported as one line naming that key, the value (`***` for secrets) and what
 is allowed. An environment variable set to the empty string counts as unset.

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
 from config.values import (
     HLP_PARENT,
@@ -141,14 +140,14 @@ _COINS = (
 )
 
 
-class Settings(BaseSettings):
+class Settings(BaseModel):
     """Validated settings; build them with `config.load_settings()`, which layers the sources.
 
     Constructing `Settings(...)` directly validates its arguments only (no environment, no file),
     which is what tests want. Paths are relative to the working directory.
     """
 
-    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
     SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"influx_password", "alerts", "evm", "redis"}
@@ -372,19 +371,6 @@ class Settings(BaseSettings):
             " and polling settings (in the environment: the same as one JSON object)"
         ),
     ] = None
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Arguments only: `load_settings` layers files and environment itself, so that it knows
-        where each value came from when it has to name a bad one."""
-        return (init_settings,)
 
     @property
     def spool_dir(self) -> Path:

@@ -91,7 +91,10 @@ async def test_market_liquidations_of_tracked_accounts_are_caught_and_none_inven
         server,
         tmp_path / "data",
         HYPERFLUX_JOBS_POSITIONS_SHARE="0.7",
-        HYPERFLUX_JOBS_ASSET_CTX_INTERVAL="1",
+        # live marks from activeAssetCtx (pushed every 0.5 s here): polling metaAndAssetCtxs
+        # every second instead took the whole REST budget and starved the confirmations
+        HYPERFLUX_HL_WS_CHANNELS="activeAssetCtx",
+        HYPERFLUX_JOBS_ASSET_CTX_INTERVAL="5",
     )
     process = await start_collector(env, log_path)
     try:

@@ -27,7 +27,7 @@ import httpx
 
 from fetch import weights
 from fetch.rate_limit import Budget, Clock, WeightBudget
-from utils.backoff import jittered_backoff, parse_retry_after
+from utils.backoff import http_failure, retry_delay
 from utils.breaker import AsyncCircuitBreaker, CircuitOpenError
 from utils.errors import HyperfluxError
 
@@ -269,23 +269,30 @@ class InfoClient:
 
     def _status_error(self, info_type: str, response: httpx.Response) -> InfoRequestError:
         status = response.status_code
-        text = " ".join(response.text.split())[:300] or response.reason_phrase
-        retry_after = None
-        if status == 429 or status >= 500:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        message, retry_after = http_failure(
+            status,
+            response.text,
+            response.reason_phrase,
+            response.headers.get("Retry-After"),
+            limit=300,
+        )
         if status == 429:
             self.stats.rate_limited += 1
         return InfoRequestError(
-            f"HTTP {status}: {text}", info_type=info_type, status=status, retry_after=retry_after
+            message, info_type=info_type, status=status, retry_after=retry_after
         )
 
     def _retry_delay(self, attempt: int, err: Exception) -> float:
-        """Retry-After when given (capped); a 429 without it waits the longest backoff."""
-        status = err.status if isinstance(err, InfoRequestError) else None
-        if isinstance(err, InfoRequestError) and err.retry_after is not None:
-            return min(err.retry_after, self.max_retry_after)
-        base = self.backoff_cap if status == 429 else self.backoff_base
-        return jittered_backoff(attempt, base=base, cap=self.backoff_cap, rng=self._rng)
+        known = isinstance(err, InfoRequestError)
+        return retry_delay(
+            attempt,
+            status=err.status if known else None,
+            retry_after=err.retry_after if known else None,
+            base=self.backoff_base,
+            cap=self.backoff_cap,
+            max_retry_after=self.max_retry_after,
+            rng=self._rng,
+        )
 
     def _final_error(self, info_type: str, err: Exception, attempts: int) -> InfoRequestError:
         status = err.status if isinstance(err, InfoRequestError) else None

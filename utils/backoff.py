@@ -37,3 +37,30 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if seconds != seconds or seconds in (float("inf"), float("-inf")):
         return None
     return max(0.0, seconds)
+
+
+def retry_delay(
+    attempt: int,
+    *,
+    status: int | None,
+    retry_after: float | None,
+    base: float,
+    cap: float,
+    max_retry_after: float,
+    rng: random.Random | None = None,
+) -> float:
+    """Seconds before retry `attempt` of a failed request: the server's Retry-After when it
+    gave one (at most `max_retry_after`); a 429 without it waits the longest backoff."""
+    if retry_after is not None:
+        return min(retry_after, max_retry_after)
+    return jittered_backoff(attempt, base=cap if status == 429 else base, cap=cap, rng=rng)
+
+
+def http_failure(
+    status: int, body: str, reason: str, retry_after_header: str | None, *, limit: int
+) -> tuple[str, float | None]:
+    """("HTTP 503: <body on one line, cut at `limit`>", the Retry-After seconds of a 429 or
+    5xx answer, else None)."""
+    text = " ".join(body.split())[:limit] or reason
+    retry_after = parse_retry_after(retry_after_header) if status == 429 or status >= 500 else None
+    return f"HTTP {status}: {text}", retry_after

@@ -30,7 +30,7 @@ import httpx
 import pybreaker
 
 from fetch.rate_limit import Clock, MonotonicClock, WeightBudget
-from utils.backoff import jittered_backoff, parse_retry_after
+from utils.backoff import http_failure, retry_delay
 from utils.breaker import AsyncCircuitBreaker, CircuitOpenError
 from utils.errors import RpcError, RpcMalformedError
 from utils.logging import register_secret
@@ -192,23 +192,28 @@ class EvmRpc:
 
     def _status_error(self, method: str, response: httpx.Response) -> RpcError:
         status = response.status_code
-        text = " ".join(response.text.split())[:200] or response.reason_phrase
-        retry_after = None
-        if status == 429 or status >= 500:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        message, retry_after = http_failure(
+            status,
+            response.text,
+            response.reason_phrase,
+            response.headers.get("Retry-After"),
+            limit=200,
+        )
         if status == 429:
             self.stats.rate_limited += 1
-        return RpcError(
-            f"HTTP {status}: {text}", method=method, status=status, retry_after=retry_after
-        )
+        return RpcError(message, method=method, status=status, retry_after=retry_after)
 
     def _retry_delay(self, attempt: int, err: Exception) -> float:
-        """Retry-After when given (capped); a 429 without it waits the longest backoff."""
-        if isinstance(err, RpcError) and err.retry_after is not None:
-            return min(err.retry_after, self.max_retry_after)
-        status = err.status if isinstance(err, RpcError) else None
-        base = self.backoff_cap if status == 429 else self.backoff_base
-        return jittered_backoff(attempt, base=base, cap=self.backoff_cap, rng=self._rng)
+        known = isinstance(err, RpcError)
+        return retry_delay(
+            attempt,
+            status=err.status if known else None,
+            retry_after=err.retry_after if known else None,
+            base=self.backoff_base,
+            cap=self.backoff_cap,
+            max_retry_after=self.max_retry_after,
+            rng=self._rng,
+        )
 
     def _final_error(self, method: str, err: Exception, attempts: int) -> RpcError:
         if isinstance(err, RpcError) and not err.retryable:

@@ -130,6 +130,10 @@ PositiveSeconds = Annotated[
     BeforeValidator(_no_bool),
     Expect("a number of seconds greater than 0"),
 ]
+PositiveInt = Annotated[
+    int, Field(gt=0), BeforeValidator(_no_bool), Expect("an integer greater than 0")
+]
+OnOff = Annotated[Literal["on", "off"], BeforeValidator(_on_off), Expect("on or off")]
 
 _INFLUX_URL = (
     "an http:// or https:// URL such as http://localhost:8086, or nothing for the embedded server"
@@ -168,13 +172,9 @@ class Settings(BaseModel):
     influx_gzip: Annotated[
         Literal["auto", "on", "off"], BeforeValidator(_on_off), Expect("one of auto, on, off")
     ] = "auto"
-    influx_batch_size: Annotated[
-        int, Field(gt=0), BeforeValidator(_no_bool), Expect("an integer greater than 0")
-    ] = 5000
+    influx_batch_size: PositiveInt = 5000
     influx_flush_interval: PositiveSeconds = 1.0
-    influx_max_pending_points: Annotated[
-        int, Field(gt=0), BeforeValidator(_no_bool), Expect("an integer greater than 0")
-    ] = 200_000
+    influx_max_pending_points: PositiveInt = 200_000
     influx_retention: Annotated[
         str | None,
         BeforeValidator(parse_retention),
@@ -208,9 +208,7 @@ class Settings(BaseModel):
         BeforeValidator(_no_bool),
         Expect("an integer from 1 to 10 (the exchange allows 10 connections per IP)"),
     ] = 2
-    hl_weight_budget: Annotated[
-        int, Field(gt=0), BeforeValidator(_no_bool), Expect("an integer greater than 0")
-    ] = 1200
+    hl_weight_budget: PositiveInt = 1200
     hl_weight_margin: Annotated[
         float,
         Field(ge=0, lt=0.9),
@@ -259,32 +257,22 @@ class Settings(BaseModel):
         Expect("one of auto (only shard 0), on, off"),
     ] = "auto"
 
-    profiles_enabled: Annotated[
-        Literal["on", "off"], BeforeValidator(_on_off), Expect("on or off")
-    ] = "on"
+    profiles_enabled: OnOff = "on"
     profiles_interval: PositiveSeconds = 60.0
-    profiles_per_run: Annotated[
-        int, Field(gt=0), BeforeValidator(_no_bool), Expect("an integer greater than 0")
-    ] = 5
-    profiles_max_weight_per_run: Annotated[
-        int, Field(gt=0), BeforeValidator(_no_bool), Expect("an integer greater than 0")
-    ] = 120
+    profiles_per_run: PositiveInt = 5
+    profiles_max_weight_per_run: PositiveInt = 120
     profiles_window_days: Annotated[
         float, Field(gt=0, le=365), BeforeValidator(_no_bool), Expect("days, above 0")
     ] = 7.0
     profiles_refresh_hours: Annotated[
         float, Field(gt=0), BeforeValidator(_no_bool), Expect("hours, above 0")
     ] = 6.0
-    profiles_top_addresses: Annotated[
-        int, Field(gt=0), BeforeValidator(_no_bool), Expect("an integer greater than 0")
-    ] = 500
+    profiles_top_addresses: PositiveInt = 500
     profiles_rank_interval: PositiveSeconds = 300.0
     profiles_rank_top: Annotated[
         int, Field(gt=0, le=1000), BeforeValidator(_no_bool), Expect("an integer from 1 to 1000")
     ] = 50
-    profiles_rank_bots: Annotated[
-        Literal["on", "off"], BeforeValidator(_on_off), Expect("on or off")
-    ] = "off"
+    profiles_rank_bots: OnOff = "off"
     profiles_watch_max: Annotated[
         int, Field(ge=0), BeforeValidator(_no_bool), Expect("an integer >= 0 (0: off)")
     ] = 0
@@ -306,9 +294,7 @@ class Settings(BaseModel):
         Expect("a fraction above 0 and below 1, such as 0.15 (mark +/- 15 %)"),
     ] = 0.15
     engines_heatmap_store_interval: PositiveSeconds = 60.0
-    engines_heatmap_exclude_bots: Annotated[
-        Literal["on", "off"], BeforeValidator(_on_off), Expect("on or off")
-    ] = "off"
+    engines_heatmap_exclude_bots: OnOff = "off"
     engines_heatmap_min_size_usd: Annotated[
         float, Field(ge=0), BeforeValidator(_no_bool), Expect("a number of USD >= 0")
     ] = 1000.0

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal, NamedTuple
 
@@ -120,15 +120,17 @@ class Account:
     positions: dict[str, BookPosition]
     cross_raw_usd: Decimal
     snapshot_ms: int  # exchange time of the last snapshot: trades at or before it are in it
-    fills: deque[Fill] = field(default_factory=deque)  # applied in the last FILL_MEMORY_MS
-    uncertain: set[str] = field(default_factory=set)  # coins a recorded gap may have moved
+    # Both made on first use: an empty deque is ~760 bytes and an empty set ~216, and most of
+    # the book's accounts have neither (a quiet account, no recorded gap since its poll).
+    fills: deque[Fill] | None = None  # applied in the last FILL_MEMORY_MS
+    uncertain: set[str] | None = None  # coins a recorded gap may have moved
     overflowed: bool = False  # more fills than kept: estimated until the next poll
     cash_estimated: bool = False  # isolated margin moved at an estimated leverage
     liq_cache: dict[str, Decimal | None] | None = None  # from the formula; None: to compute
     liq_version: tuple[int, int] = (-1, -1)  # the book's (market, rules) versions it used
 
     def exact(self, coin: str) -> bool:
-        return not self.overflowed and coin not in self.uncertain
+        return not self.overflowed and (self.uncertain is None or coin not in self.uncertain)
 
 
 @dataclass
@@ -273,6 +275,8 @@ class PositionBook:
 
     def _apply(self, address: str, account: Account, fill: Fill) -> None:
         fills = account.fills
+        if fills is None:
+            fills = account.fills = deque()
         forget_before = fill.time_ms - FILL_MEMORY_MS
         while fills and fills[0].time_ms < forget_before:
             fills.popleft()
@@ -334,10 +338,11 @@ class PositionBook:
         old = self.accounts.get(address)
         first = self._first_polls.pop(address, None)
         served = {coin: p.szi for coin, p in fresh.positions.items()}
-        if old is not None:
+        if old is not None and old.fills:
+            kept = fresh.fills = deque()
             for fill in sorted(old.fills):
                 if fill.time_ms > snapshot_ms:
-                    fresh.fills.append(fill)
+                    kept.append(fill)
                     _move(fresh, fill)
         self.accounts[address] = fresh
         if old is None:
@@ -347,7 +352,7 @@ class PositionBook:
             return
         self._settle(address)  # a check still open from the previous poll
         held = {coin: p.szi for coin, p in old.positions.items()}
-        for fill in old.fills:  # the book as of the snapshot: without the fills newer than it
+        for fill in old.fills or ():  # the book as of the snapshot: without the newer fills
             if fill.time_ms > snapshot_ms:
                 held[fill.coin] = held.get(fill.coin, ZERO) - fill.signed_sz
         prices = {c: p.entry_px for c, p in old.positions.items() if p.entry_px}
@@ -461,6 +466,8 @@ class PositionBook:
         touched = 0
         for account in self.accounts.values():
             if account.snapshot_ms < before_ms:
+                if account.uncertain is None:
+                    account.uncertain = set()
                 account.uncertain.add(coin)
                 touched += 1
         return touched

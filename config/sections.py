@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import re
 from typing import TypeVar
+from urllib.parse import SplitResult, urlsplit
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 _SHOWN_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}|\[key\]")
 Section = TypeVar("Section", bound=BaseModel)
@@ -49,3 +50,19 @@ def first_problem(exc: ValidationError, name: str) -> str:
     message = first["msg"].removeprefix("Value error, ")
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     return f"{place.lstrip('.') or name}: {message}{more}"
+
+
+def split_secret_url(value: object) -> tuple[str, SplitResult]:
+    """A URL that may carry a secret (a password, an API key in its path), stripped, and its
+    parts; ValueError that never quotes it when it is no URL or its port is not a number."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if not isinstance(value, str):
+        raise ValueError("not a URL")
+    url = value.strip()
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a port that is not a number from 0 to 65535
+    except ValueError:
+        raise ValueError("not a valid URL") from None
+    return url, parts

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -21,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from config.sections import parse_section
+from config.sections import parse_section, split_secret_url
 
 PoolKind = Literal["v2", "v3", "algebra"]
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}")
@@ -43,16 +42,7 @@ def _label(value: object) -> object:
 
 
 def _rpc_url(value: object) -> object:
-    if isinstance(value, SecretStr):
-        value = value.get_secret_value()
-    if not isinstance(value, str):
-        raise ValueError("not a URL")
-    url = value.strip()
-    try:
-        parts = urlsplit(url)
-        _ = parts.port
-    except ValueError:
-        raise ValueError("not a valid URL") from None
+    url, parts = split_secret_url(value)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise ValueError("not an http:// or https:// URL with a host")
     return SecretStr(url)

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from config.sections import parse_section
+from config.sections import parse_section, split_secret_url
 from process.bus import KINDS, EventKind
 
 DEFAULT_EVENTS: tuple[EventKind, ...] = ("trade", "liquidation", "alert", "gap")
@@ -37,14 +37,7 @@ def _url(value: object) -> object:
         value = value.get_secret_value()
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    if not isinstance(value, str):
-        raise ValueError("not a URL")
-    url = value.strip()
-    try:
-        parts = urlsplit(url)
-        _ = parts.port
-    except ValueError:
-        raise ValueError("not a valid URL") from None
+    url, parts = split_secret_url(value)
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise ValueError("not a redis://, rediss:// or unix:// URL")

@@ -174,7 +174,7 @@ class LiveChannels:
         self.ctxs += 1
         self.bus.publish("asset_ctx", ctx.coin, time_ms, ctx)
         if self.book is not None:  # the book's liquidation prices follow the live mark
-            self.book.set_market({**self.book.marks, ctx.coin: ctx.mark_px}, self.book.rules)
+            self.book.set_mark(ctx.coin, ctx.mark_px)
         if self.store:
             self.writer.write(self.builder.asset_ctxs([ctx], time_ms))
 

@@ -15,6 +15,7 @@ from db.schema import ASSET_CTX, BBO, BOOK_DEPTH, BOOK_LEVELS, DEPTH_BANDS_BPS
 from process.bus import Event, EventBus
 from process.live_channels import LiveChannels, book_depth
 from process.points import PointBuilder
+from process.positions.book import PositionBook
 from tests.conftest import influxql
 from tests.test_points import write
 from tests.test_ws import Collected, running, stream_for, wait_for
@@ -136,7 +137,9 @@ async def test_book_bbo_and_ctx_channels_are_stored_and_published(
     bus = EventBus()
     books = bus.subscribe(["book"], ["BTC"], name="test")
     lines = Lines()
-    live = LiveChannels(PointBuilder(), lines, bus, book_interval_ms=1000, book_levels=3)
+    book = PositionBook()
+    book.set_market({"ETH": D("3000")}, {})
+    live = LiveChannels(PointBuilder(), lines, bus, book=book, book_interval_ms=1000, book_levels=3)
     stream = stream_for(
         sim,
         Collected(),
@@ -195,3 +198,5 @@ async def test_book_bbo_and_ctx_channels_are_stored_and_published(
     assert len(ctx_rows) == live.ctxs >= 2
     marks = {float(m["data"]["ctx"]["markPx"]) for m in frames if m["channel"] == "activeAssetCtx"}
     assert {row["mark_px"] for row in ctx_rows} <= marks
+    assert set(book.marks) == {"ETH", "BTC"} and book.marks["ETH"] == D("3000")  # one coin moved
+    assert float(book.marks["BTC"]) in marks  # to a mark the exchange sent

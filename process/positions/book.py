@@ -181,6 +181,12 @@ class PositionBook:
         self._versions = (market + 1, rules_version + (rules != self.rules))
         self.marks, self.rules = marks, rules
 
+    def set_mark(self, coin: str, mark: Decimal) -> None:
+        """One coin's mark between polls (a live `activeAssetCtx`); the rules stay."""
+        market, rules_version = self._versions
+        self._versions = (market + 1, rules_version)
+        self.marks = {**self.marks, coin: mark}  # the caller's mapping of set_market is not ours
+
     def views(self, address: str) -> Mapping[str, LiquidationView]:
         """The account's open positions as the liquidation inference reads them: the size now,
         the liquidation price computed only if asked for (on the trade path: cheap)."""

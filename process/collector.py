@@ -193,7 +193,9 @@ class Collector:
             self.builder,
             self.writer,
             self.registry,
-            PollScheduler(rate_per_min=sources.rest_polls_per_minute),
+            PollScheduler(
+                rate_per_min=sources.rest_polls_per_minute, states=self.registry.by_address
+            ),
             self.shard,
             skip=frozenset(sources.vaults),
             batch=max(1, math.ceil(sources.rest_polls_per_minute / 60)) + 1,

@@ -204,8 +204,11 @@ class HlpJob:
 class PositionsJob:
     """Polls the addresses the scheduler picks, under its share of the REST budget.
 
-    Each address is written as soon as its answer arrives (partial results are kept) and
-    reconciled in the position book; a failing address backs off.
+    One way per poll: pick (`scheduler.next_batch`) -> fetch -> `book.reconcile` -> the
+    address's state records it once (`registry.record_poll`, or `record_failure`: a failing
+    address backs off) -> `scheduler.reschedule` -> points, written as soon as the answer
+    arrives (partial results are kept). The scheduler shares the registry's states
+    (`PollScheduler(states=registry.by_address)`): one object per address.
     """
 
     source: MarketSource
@@ -222,17 +225,14 @@ class PositionsJob:
     failures: int = 0
     watched: frozenset[str] = frozenset()
 
+    def __post_init__(self) -> None:
+        if self.scheduler.states is not self.registry.by_address:
+            raise ValueError("the poll scheduler must share the registry's address states")
+
     def restore(self) -> None:
-        """Schedule every address the registry kept from earlier runs."""
-        for state in self.registry.states():
-            self.scheduler.add(
-                state.address,
-                last_polled_ms=state.last_poll_ms,
-                notional_usd=state.notional_usd or 0.0,
-                min_liq_distance=state.min_liq_distance,
-                typical_usd=state.typical_usd,
-                retry_at_ms=state.next_allowed_ms,
-            )
+        """Schedule every address the registry kept from earlier runs (by its kept state)."""
+        for address in self.registry.addresses():
+            self.scheduler.add(address)
 
     def discover(self, trades: list[Trade], time_ms: int) -> None:
         """Traders of this shard join the registry and the schedule; a trade is a hint that
@@ -249,10 +249,11 @@ class PositionsJob:
         if self.shard.count > 1:
             owns = self.shard.owns
             traded = {address: n for address, n in traded.items() if owns(address)}
-        for address in self.registry.observe(traded, time_ms):
-            self.scheduler.add(address)
+        new = self.registry.observe(traded, time_ms)
         for address, notional in traded.items():
             self.scheduler.note_traded(address, time_ms, float(notional))
+        for address in new:  # ranked for its first poll by what it traded
+            self.scheduler.add(address)
 
     def watch(self, addresses: frozenset[str]) -> None:
         """Watched addresses (this shard's): in the registry, polled with priority, never
@@ -265,8 +266,7 @@ class PositionsJob:
 
     def expire(self, inactive_ms: int) -> int:
         gone = self.registry.expire_addresses(now_ms(), inactive_ms, keep=self.watched)
-        for address in gone:
-            self.scheduler.discard(address)
+        for address in gone:  # gone from the shared states: its queue items are stale
             if self.book is not None:
                 self.book.forget(address)
             if self.equity is not None:
@@ -289,8 +289,8 @@ class PositionsJob:
             if self.book is not None:
                 self.book.poll_failed(address)
             self.failures += 1
-            retry_at = self.registry.record_failure(address, now_ms())
-            self.scheduler.note_failed(address, now_ms(), retry_at)
+            self.registry.record_failure(address, now_ms())
+            self.scheduler.reschedule(address)
             log.debug("positions of %s not read: %s", address, exc)
             return
         except BaseException:
@@ -309,7 +309,7 @@ class PositionsJob:
             min_liq_distance=summary.min_liq_distance,
             positions=summary.positions,
         )
-        self.scheduler.note_polled(address, polled, summary.notional_usd, summary.min_liq_distance)
+        self.scheduler.reschedule(address)
         self.polls += 1
         lines = self.builder.positions(address, state, polled, closed=closed)
         equity = served_equity(state)

@@ -28,8 +28,15 @@ trades the stream missed (reconnects, coins not followed): a closed whale is sti
 sqrt(0.1) ~ 1/3 of its open rate, without spending much on the flat majority. A trade does not
 make an address due at once: trades are far more frequent than polls (on the simulated exchange
 they would take the whole budget); its index decides. Never-polled addresses come first
-(discovery, FIFO); failed ones wait out their backoff, then compete by their index (a failed
-poll refreshed nothing, so their age keeps growing).
+(discovery), the largest notional seen in their trades first (arrival order among equals); an
+account whose positions a recorded gap may have moved (`note_estimated`) weighs
+`ESTIMATED_BOOST` times more until its next poll; failed ones wait out their backoff, then
+compete by their index (a failed poll refreshed nothing, so their age keeps growing).
+
+The facts an address is scheduled by (last poll, notional, nearest liquidation, typical notional,
+failures) are its `process.registry.AddressState`, the one owner of them: with `states` the
+scheduler shares the registry's map, and the poll path records a poll once (`record_poll`, then
+`reschedule`); without it (benches, the library) it keeps its own and `note_polled` records.
 
 `FixedTierScheduler` is the baseline other tools use (30 s / 120 s / 600 s tiers by notional).
 Both share one interface; all times are passed in (ms), so both can be simulated.
@@ -39,62 +46,44 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Literal
 
-from process.registry import TYPICAL_HALF_LIFE_MS, backoff_ms, decayed_peak
+from process.registry import AddressState
 
-_NEW, _QUEUED, _FLIGHT, _BACKOFF = range(4)
+_OFF, _NEW, _QUEUED, _FLIGHT, _BACKOFF = range(5)  # AddressState.queue; 0: not scheduled
 _CLASSES_PER_OCTAVE = 8
+"""PollScheduler: weight classes per doubling of sqrt(weight) (within one, oldest first)."""
 WATCH_BOOST = 100.0
 """A watched address's weight factor: polled sqrt(100) = 10x as often as its exposure alone
 would give (a flat watched wallet too: its floor weight is boosted)."""
-"""PollScheduler: weight classes per doubling of sqrt(weight) (within one, oldest first)."""
-
-
-@dataclass(slots=True)
-class _Entry:
-    polled: bool = False
-    last_polled_ms: int | None = None
-    key: float = 0.0
-    """Last successful poll time (ms); 0 if unknown."""
-    token: int = 0
-    """Matches the one live queue entry; older heap entries are stale and skipped."""
-    where: int = _NEW
-    failures: int = 0
-    tier: int = 0
-    """FixedTierScheduler: index into its tiers; PollScheduler: weight class."""
-    root: float = 0.0
-    """PollScheduler: sqrt(weight)."""
-    notional: float = 0.0
-    distance: float | None = None
-    typical: float = 0.0
-    """Decayed peak notional (`process.registry.decayed_peak`)."""
-    traded: float = 0.0
-    """Largest notional traded since the last poll (trade-stream hint)."""
-    boost: float = 1.0
-    """PollScheduler: weight factor of a watched address (`watch`)."""
+ESTIMATED_BOOST = 16.0
+"""Weight factor of an account a recorded gap may have moved, until its next poll: it comes up
+sqrt(16) = 4x sooner than its exposure alone would bring it."""
 
 
 class Scheduler:
-    """The interface of both schedulers, and what they share: entries, discovery FIFO, backoff
-    heap, tokens for lazy invalidation (a queue item is live only if its token is the entry's)."""
+    """The interface of both schedulers, and what they share: the addresses' states, the
+    discovery heap, the backoff heap, tokens for lazy invalidation (a queue item is live only if
+    its token is the state's)."""
 
-    def __init__(self, backoff_base_ms: int, backoff_cap_ms: int) -> None:
-        self.backoff_base_ms = backoff_base_ms
-        self.backoff_cap_ms = backoff_cap_ms
-        self._entries: dict[str, _Entry] = {}
-        self._new: deque[tuple[int, str]] = deque()
+    def __init__(self, states: dict[str, AddressState] | None = None) -> None:
+        self._entries: dict[str, AddressState] = {} if states is None else states
+        self._new: list[tuple[float, int, str]] = []  # (-notional traded, token, address)
         self._backoff: list[tuple[int, int, str]] = []
         self._tokens = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return sum(state.queue != _OFF for state in self._entries.values())
+
+    @property
+    def states(self) -> dict[str, AddressState]:
+        """Address -> state, scheduled or not (the registry's map when shared)."""
+        return self._entries
 
     def __contains__(self, address: object) -> bool:
-        return address in self._entries
+        state = self._entries.get(address)  # type: ignore[call-overload]
+        return state is not None and state.queue != _OFF
 
     @property
     def discovery_backlog(self) -> int:
@@ -111,106 +100,152 @@ class Scheduler:
         typical_usd: float = 0.0,
         retry_at_ms: int = 0,
     ) -> bool:
-        """Start scheduling `address` (False if known); after a restart, restore its state."""
-        if address in self._entries:
+        """Start scheduling `address` (False if it is already). An address whose state exists
+        (the registry's) is scheduled by it; for a new one the keywords are its state (a
+        restart, in benches)."""
+        state = self._entries.get(address)
+        if state is None:
+            state = self._entries[address] = AddressState(
+                address,
+                0,
+                last_poll_ms=last_polled_ms,
+                notional_usd=notional_usd,
+                typical_usd=max(typical_usd, notional_usd),
+                min_liq_distance=min_liq_distance,
+                next_allowed_ms=retry_at_ms,
+            )
+        elif state.queue != _OFF:
             return False
-        entry = self._entries[address] = _Entry(last_polled_ms is not None, last_polled_ms)
-        self._describe(entry, notional_usd, min_liq_distance, typical_usd)
-        if retry_at_ms > 0:
-            self._back_off(address, entry, retry_at_ms)
-        elif entry.polled:
-            self._restore(address, entry)
-        else:
-            self._enqueue(address, entry)
+        self._place(address, state)
         return True
 
     def discard(self, address: str) -> bool:
-        """Forget `address` (expired); its queue entries go stale. False if unknown."""
-        return self._entries.pop(address, None) is not None
+        """Forget `address` (expired; with shared states, the registry removes it and its queue
+        items go stale by themselves). False if unknown."""
+        state = self._entries.pop(address, None)
+        if state is None:
+            return False
+        state.queue = _OFF
+        return True
 
     def next_batch(self, now_ms: int, n: int) -> list[str]:
-        """Up to `n` addresses to poll now; in flight until noted polled/failed or released."""
+        """Up to `n` addresses to poll now; in flight until rescheduled or released."""
         raise NotImplementedError
 
     def note_polled(
         self, address: str, now_ms: int, notional_usd: float, min_liq_distance: float | None
     ) -> None:
-        """A poll succeeded: failures cleared, weight updated, next poll scheduled."""
-        entry = self._entries.get(address)
-        if entry is None:
+        """A poll succeeded (recorded here: without a registry): failures cleared, weight
+        updated, next poll scheduled."""
+        state = self._entries.get(address)
+        if state is None:
             self.add(address)
-            entry = self._entries[address]
-        self._polled(entry, now_ms, notional_usd, min_liq_distance)
-        entry.polled, entry.failures, entry.last_polled_ms = True, 0, now_ms
-        entry.where, entry.token = _QUEUED, self._token()
-        self._push(address, entry)
+            state = self._entries[address]
+        state.polled(now_ms, notional_usd, min_liq_distance)
+        self.reschedule(address)
 
     def note_failed(self, address: str, now_ms: int, retry_at_ms: int | None = None) -> None:
-        """A poll failed: wait until `retry_at_ms` (default: exponential backoff from now)."""
-        entry = self._entries.get(address)
-        if entry is None:
+        """A poll failed (recorded here: without a registry): wait until `retry_at_ms`
+        (default: the state's exponential backoff from now)."""
+        state = self._entries.get(address)
+        if state is None:
             return
-        entry.failures += 1
-        if retry_at_ms is None:
-            wait = backoff_ms(entry.failures, self.backoff_base_ms, self.backoff_cap_ms)
-            retry_at_ms = now_ms + wait
-        self._back_off(address, entry, retry_at_ms)
+        state.failed(now_ms, retry_at_ms)
+        self.reschedule(address)
+
+    def reschedule(self, address: str) -> None:
+        """The address's state recorded a poll or a failure: its next poll goes where the state
+        says (after its backoff, or by its new weight)."""
+        state = self._entries.get(address)
+        if state is not None:
+            self._place(address, state)
 
     def release(self, address: str) -> None:
         """An address from `next_batch` that will not be polled after all: back in its place."""
-        entry = self._entries.get(address)
-        if entry is not None and entry.where == _FLIGHT:
-            self._enqueue(address, entry)
+        state = self._entries.get(address)
+        if state is not None and state.queue == _FLIGHT:
+            self._enqueue(address, state)
 
-    def _describe(
-        self, entry: _Entry, notional: float, distance: float | None, typical: float
-    ) -> None:
+    def note_traded(self, address: str, now_ms: int, notional_usd: float) -> None:
+        """The trade stream saw `address` trade `notional_usd`: its position changed.
+
+        Until the next poll its exposure is taken as at least the traded notional, and a
+        never-polled address waits for its first poll ranked by it. An address not scheduled
+        (yet) keeps the figure for when it is.
+        """
+        state = self._entries.get(address)
+        if state is None or notional_usd <= state.traded_usd:
+            return
+        state.traded_usd = notional_usd
+        if state.queue == _NEW:
+            state.token = self._token()
+            heapq.heappush(self._new, (-notional_usd, state.token, address))
+        elif state.queue != _OFF and state.last_poll_ms is not None:
+            self._reweighed(address, state)
+
+    def note_estimated(self, addresses: Iterable[str]) -> None:
+        """A recorded gap may have moved these accounts' positions: each weighs
+        `ESTIMATED_BOOST` times more until its next poll."""
+        for address in addresses:
+            state = self._entries.get(address)
+            if state is not None and not state.estimated:
+                state.estimated = True
+                if state.queue != _OFF and state.last_poll_ms is not None:
+                    self._reweighed(address, state)
+
+    def _reweighed(self, address: str, state: AddressState) -> None:
+        """The state's weight inputs changed: a queued item moves if its class did."""
+        weight_class = state.weight_class
+        self._describe(state)
+        if state.weight_class != weight_class and state.queue == _QUEUED:
+            state.token = self._token()
+            self._push(address, state)
+
+    def _describe(self, state: AddressState) -> None:
         raise NotImplementedError
 
-    def _polled(self, entry: _Entry, now_ms: int, notional: float, distance: float | None) -> None:
+    def _push(self, address: str, state: AddressState) -> None:
         raise NotImplementedError
 
-    def _push(self, address: str, entry: _Entry) -> None:
-        raise NotImplementedError
-
-    def _restore(self, address: str, entry: _Entry) -> None:
-        self._enqueue(address, entry)
-
-    def _retry(self, address: str, entry: _Entry) -> None:
-        self._enqueue(address, entry)
+    def _place(self, address: str, state: AddressState) -> None:
+        self._describe(state)
+        if state.next_allowed_ms > 0:
+            self._back_off(address, state, state.next_allowed_ms)
+        else:
+            self._enqueue(address, state)
 
     def _token(self) -> int:
         self._tokens += 1
         return self._tokens
 
-    def _enqueue(self, address: str, entry: _Entry) -> None:
-        entry.token = self._token()
-        if not entry.polled:
-            entry.where = _NEW
-            self._new.append((entry.token, address))
+    def _enqueue(self, address: str, state: AddressState) -> None:
+        state.token = self._token()
+        if state.last_poll_ms is None:
+            state.queue = _NEW
+            heapq.heappush(self._new, (-state.traded_usd, state.token, address))
         else:
-            entry.where = _QUEUED
-            self._push(address, entry)
+            state.queue = _QUEUED
+            self._push(address, state)
 
-    def _back_off(self, address: str, entry: _Entry, retry_at_ms: int) -> None:
-        entry.where, entry.token = _BACKOFF, self._token()
-        heapq.heappush(self._backoff, (retry_at_ms, entry.token, address))
+    def _back_off(self, address: str, state: AddressState, retry_at_ms: int) -> None:
+        state.queue, state.token = _BACKOFF, self._token()
+        heapq.heappush(self._backoff, (retry_at_ms, state.token, address))
 
     def _release_backoff(self, now_ms: int) -> None:
         backoff, entries = self._backoff, self._entries
         while backoff and backoff[0][0] <= now_ms:
             _, token, address = heapq.heappop(backoff)
-            entry = entries.get(address)
-            if entry is not None and entry.token == token and entry.where == _BACKOFF:
-                self._retry(address, entry)
+            state = entries.get(address)
+            if state is not None and state.token == token and state.queue == _BACKOFF:
+                self._enqueue(address, state)
 
     def _take_new(self, out: list[str], n: int) -> None:
         new, entries = self._new, self._entries
         while new and len(out) < n:
-            token, address = new.popleft()
-            entry = entries.get(address)
-            if entry is not None and entry.token == token and entry.where == _NEW:
-                entry.where = _FLIGHT
+            _, token, address = heapq.heappop(new)
+            state = entries.get(address)
+            if state is not None and state.token == token and state.queue == _NEW:
+                state.queue = _FLIGHT
                 out.append(address)
 
 
@@ -228,25 +263,22 @@ class PollScheduler(Scheduler):
         liq_k: float = 0.1,
         liq_eps: float = 0.002,
         memory: float = 0.1,
-        memory_half_life_ms: int = TYPICAL_HALF_LIFE_MS,
         rate_per_min: float = 378.0,
-        backoff_base_ms: int = 30_000,
-        backoff_cap_ms: int = 3_600_000,
+        states: dict[str, AddressState] | None = None,
     ) -> None:
-        if floor_usd <= 0 or liq_eps <= 0 or rate_per_min <= 0 or memory_half_life_ms <= 0:
-            raise ValueError("floor_usd, liq_eps, rate_per_min and the half-life must be > 0")
+        if floor_usd <= 0 or liq_eps <= 0 or rate_per_min <= 0:
+            raise ValueError("floor_usd, liq_eps and rate_per_min must be > 0")
         if liq_k < 0 or not 0 <= memory <= 1:
             raise ValueError("liq_k must be >= 0 and memory in [0, 1]")
-        super().__init__(backoff_base_ms, backoff_cap_ms)
+        super().__init__(states)
         self.floor_usd = floor_usd
         self.liq_k = liq_k
         self.liq_eps = liq_eps
         self.memory = memory
-        self.memory_half_life_ms = memory_half_life_ms
         self.rate_per_min = rate_per_min
         self._classes: dict[int, list[tuple[float, int, str]]] = {}
-        self._watched: frozenset[str] = frozenset()
         """Weight class -> heap of (last poll ms, token, address): oldest first."""
+        self._watched: frozenset[str] = frozenset()
         self._items = 0
         """Items in the class heaps, stale ones included (compaction)."""
 
@@ -263,7 +295,8 @@ class PollScheduler(Scheduler):
     def next_batch(self, now_ms: int, n: int) -> list[str]:
         """Up to `n` addresses to poll now: never-polled first, then the largest indexes.
 
-        They are in flight until `note_polled`, `note_failed` or `release`.
+        They are in flight until rescheduled (`reschedule`, `note_polled`, `note_failed`) or
+        released.
         """
         self._release_backoff(now_ms)
         out: list[str] = []
@@ -274,23 +307,6 @@ class PollScheduler(Scheduler):
             self._compact()
         return out
 
-    def note_traded(self, address: str, now_ms: int, notional_usd: float) -> None:
-        """The trade stream saw `address` trade `notional_usd`: its position changed.
-
-        Until the next poll its exposure is taken as at least the traded notional: a flat
-        address (or a whale) that opens after a quiet spell has a large index at once, its
-        snapshot being as old as its last poll.
-        """
-        entry = self._entries.get(address)
-        if entry is None or not entry.polled or notional_usd <= entry.traded:
-            return
-        entry.traded = notional_usd
-        tier = entry.tier
-        self._reweigh(entry)
-        if entry.tier != tier and entry.where == _QUEUED:
-            entry.token = self._token()
-            self._push(address, entry)
-
     def _take_largest(self, out: list[str], n: int, now_ms: int) -> None:
         """Pop the largest indexes: a merge of the class heaps' heads (the oldest of each)."""
         entries, classes = self._entries, self._classes
@@ -298,7 +314,7 @@ class PollScheduler(Scheduler):
         for tier, heap in classes.items():
             if self._head(heap):
                 polled_ms, token, address = heap[0]
-                index = entries[address].root * (now_ms - polled_ms)
+                index = entries[address].weight_root * (now_ms - polled_ms)
                 heads.append((-index, polled_ms, token, tier))
         heapq.heapify(heads)
         while heads and len(out) < n:
@@ -306,11 +322,11 @@ class PollScheduler(Scheduler):
             heap = classes[tier]
             address = heapq.heappop(heap)[2]
             self._items -= 1
-            entries[address].where = _FLIGHT
+            entries[address].queue = _FLIGHT
             out.append(address)
             if self._head(heap):
                 polled_ms, token, address = heap[0]
-                index = entries[address].root * (now_ms - polled_ms)
+                index = entries[address].weight_root * (now_ms - polled_ms)
                 heapq.heappush(heads, (-index, polled_ms, token, tier))
             elif not heap:
                 del classes[tier]
@@ -320,27 +336,20 @@ class PollScheduler(Scheduler):
         entries = self._entries
         while heap:
             _, token, address = heap[0]
-            entry = entries.get(address)
-            if entry is not None and entry.token == token and entry.where == _QUEUED:
+            state = entries.get(address)
+            if state is not None and state.token == token and state.queue == _QUEUED:
                 return True
             heapq.heappop(heap)
             self._items -= 1
         return False
 
-    def _describe(
-        self, entry: _Entry, notional: float, distance: float | None, typical: float
-    ) -> None:
-        entry.notional, entry.distance, entry.typical = notional, distance, max(typical, notional)
-        entry.key = float(entry.last_polled_ms or 0)
-        self._reweigh(entry)
-
-    def _polled(self, entry: _Entry, now_ms: int, notional: float, distance: float | None) -> None:
-        entry.typical = decayed_peak(
-            entry.typical, entry.last_polled_ms, notional, now_ms, self.memory_half_life_ms
-        )
-        entry.notional, entry.distance, entry.traded = notional, distance, 0.0
-        entry.key = float(now_ms)
-        self._reweigh(entry)
+    def _describe(self, state: AddressState) -> None:
+        notional = max(state.notional_usd, state.traded_usd)
+        weight = self.weight(notional, state.min_liq_distance, state.typical_usd) * state.boost
+        if state.estimated:
+            weight *= ESTIMATED_BOOST
+        state.weight_root = root = math.sqrt(weight)
+        state.weight_class = math.floor(math.log2(root) * _CLASSES_PER_OCTAVE)
 
     def watch(self, addresses: Iterable[str], boost: float = WATCH_BOOST) -> None:
         """Poll `addresses` with priority (weight x `boost`; added if new); every address
@@ -349,28 +358,17 @@ class PollScheduler(Scheduler):
         for address in wanted - self._watched:
             self.add(address)
         for address in wanted | self._watched:
-            entry = self._entries.get(address)
-            if entry is None:
-                continue
-            entry.boost = boost if address in wanted else 1.0
-            tier = entry.tier
-            self._reweigh(entry)
-            if entry.tier != tier and entry.where == _QUEUED:
-                entry.token = self._token()
-                self._push(address, entry)
+            state = self._entries.get(address)
+            if state is not None:
+                state.boost = boost if address in wanted else 1.0
+                self._reweighed(address, state)
         self._watched = wanted
 
-    def _reweigh(self, entry: _Entry) -> None:
-        notional = max(entry.notional, entry.traded)
-        root = math.sqrt(self.weight(notional, entry.distance, entry.typical) * entry.boost)
-        entry.root = root
-        entry.tier = math.floor(math.log2(root) * _CLASSES_PER_OCTAVE)
-
-    def _push(self, address: str, entry: _Entry) -> None:
-        heap = self._classes.get(entry.tier)
+    def _push(self, address: str, state: AddressState) -> None:
+        heap = self._classes.get(state.weight_class)
         if heap is None:
-            heap = self._classes[entry.tier] = []
-        heapq.heappush(heap, (entry.key, entry.token, address))
+            heap = self._classes[state.weight_class] = []
+        heapq.heappush(heap, (float(state.last_poll_ms or 0), state.token, address))
         self._items += 1
 
     def _compact(self) -> None:
@@ -379,9 +377,9 @@ class PollScheduler(Scheduler):
             heap = [
                 item
                 for item in classes[tier]
-                if (e := entries.get(item[2])) is not None
-                and e.token == item[1]
-                and e.where == _QUEUED
+                if (state := entries.get(item[2])) is not None
+                and state.token == item[1]
+                and state.queue == _QUEUED
             ]
             if heap:
                 heapq.heapify(heap)
@@ -408,10 +406,9 @@ class FixedTierScheduler(Scheduler):
         *,
         tiers: tuple[tuple[float, int], ...] = TIERS,
         overdue: Literal["absolute", "relative"] = "absolute",
-        backoff_base_ms: int = 30_000,
-        backoff_cap_ms: int = 3_600_000,
+        states: dict[str, AddressState] | None = None,
     ) -> None:
-        super().__init__(backoff_base_ms, backoff_cap_ms)
+        super().__init__(states)
         self.tiers = tiers
         self.overdue = overdue
         self._heaps: list[list[tuple[float, int, str]]] = [[] for _ in tiers]
@@ -444,21 +441,19 @@ class FixedTierScheduler(Scheduler):
             if best < 0:
                 break
             _, _, address = heapq.heappop(heaps[best])
-            entries[address].where = _FLIGHT
+            entries[address].queue = _FLIGHT
             out.append(address)
         return out
 
-    def _describe(
-        self, entry: _Entry, notional: float, distance: float | None, typical: float
-    ) -> None:
-        entry.tier, entry.key = self.tier(notional), float(entry.last_polled_ms or 0)
-
-    def _polled(self, entry: _Entry, now_ms: int, notional: float, distance: float | None) -> None:
-        entry.tier, entry.key = self.tier(notional), float(now_ms)
+    def _describe(self, state: AddressState) -> None:
+        state.weight_class = self.tier(state.notional_usd)
 
     def _valid(self, item: tuple[float, int, str]) -> bool:
-        entry = self._entries.get(item[2])
-        return entry is not None and entry.token == item[1] and entry.where == _QUEUED
+        state = self._entries.get(item[2])
+        return state is not None and state.token == item[1] and state.queue == _QUEUED
 
-    def _push(self, address: str, entry: _Entry) -> None:
-        heapq.heappush(self._heaps[entry.tier], (entry.key, entry.token, address))
+    def _push(self, address: str, state: AddressState) -> None:
+        heapq.heappush(
+            self._heaps[state.weight_class],
+            (float(state.last_poll_ms or 0), state.token, address),
+        )

@@ -85,7 +85,10 @@ def decayed_peak(
 
 @dataclass(slots=True)
 class AddressState:
-    """What is known about one address; times in ms (UTC), notional in USD."""
+    """Everything known about one address, in one place: what its polls and trades told (kept
+    in SQLite by `AddressRegistry`) and where it waits for its next poll (kept by the poll
+    scheduler, `process.poll_scheduler`, in the same object: no second copy of the facts).
+    Times in ms (UTC), notional in USD."""
 
     address: str
     first_seen_ms: int
@@ -100,15 +103,46 @@ class AddressState:
     min_liq_distance: float | None = None
     """Smallest |mark - liq| / mark among its positions at the last poll; None: none reachable."""
     held: frozenset[tuple[str, str]] = frozenset()
-    """(coin, side) pairs open at the last poll; shared empty frozenset for the flat majority
-    (an empty set per address would cost ~40 MB at 200k addresses)."""
-    """(coin, side) pairs open at the last successful poll."""
+    """(coin, side) pairs open at the last successful poll; the shared empty frozenset for the
+    flat majority (an empty set per address would cost ~40 MB at 200k addresses)."""
     failures: int = 0
     """Consecutive failed polls."""
     next_allowed_ms: int = 0
     """Do not poll before this time (backoff after failures)."""
     saved_trade_ms: int | None = None
     """`last_trade_ms` as last written to the file (not itself stored)."""
+    traded_usd: float = 0.0
+    """Largest notional traded since the last poll (the trade stream's hint; not stored)."""
+    estimated: bool = False
+    """A recorded gap may have moved its positions since the last poll (not stored)."""
+    # The poll scheduler's bookkeeping (not stored): which queue the address is in (0: none),
+    # the token of its one live queue item, its weight class and sqrt(weight), a watch boost.
+    queue: int = 0
+    token: int = 0
+    weight_class: int = 0
+    weight_root: float = 0.0
+    boost: float = 1.0
+
+    def polled(self, time_ms: int, notional_usd: float, min_liq_distance: float | None) -> None:
+        """A successful poll found `notional_usd` open, the nearest liquidation that far."""
+        self.typical_usd = decayed_peak(
+            self.typical_usd, self.last_poll_ms, float(notional_usd), time_ms
+        )
+        self.last_poll_ms = time_ms
+        self.notional_usd = float(notional_usd)
+        self.min_liq_distance = min_liq_distance
+        self.failures = 0
+        self.next_allowed_ms = 0
+        self.traded_usd = 0.0
+        self.estimated = False
+
+    def failed(self, time_ms: int, retry_at_ms: int | None = None) -> int:
+        """A poll failed: wait until `retry_at_ms` (default: `backoff_ms` from `time_ms`)."""
+        self.failures += 1
+        if retry_at_ms is None:
+            retry_at_ms = time_ms + backoff_ms(self.failures)
+        self.next_allowed_ms = retry_at_ms
+        return retry_at_ms
 
     def _row(self) -> tuple[object, ...]:
         return (
@@ -183,6 +217,12 @@ class AddressRegistry:
         """Every address in the poll set."""
         return list(self._states)
 
+    @property
+    def by_address(self) -> dict[str, AddressState]:
+        """The live map address -> state, which the poll scheduler shares (`PollScheduler`'s
+        `states`): one object per address holds its facts and its place in the queues."""
+        return self._states
+
     def states(self) -> Iterator[AddressState]:
         """Every address's state (live objects: read, do not modify)."""
         return iter(self._states.values())
@@ -241,16 +281,9 @@ class AddressRegistry:
         held = frozenset((coin, side) for coin, side in (positions or {}).items()) or _FLAT
         closed = set(state.held - held)
         state.held = held
-        state.typical_usd = decayed_peak(
-            state.typical_usd, state.last_poll_ms, float(notional_usd), time_ms
-        )
-        state.last_poll_ms = time_ms
-        state.notional_usd = float(notional_usd)
-        state.min_liq_distance = min_liq_distance
+        state.polled(time_ms, notional_usd, min_liq_distance)
         if held:
             state.last_held_ms = time_ms
-        state.failures = 0
-        state.next_allowed_ms = 0
         self._dirty.add(state.address)
         self._maybe_flush()
         return closed
@@ -258,11 +291,10 @@ class AddressRegistry:
     def record_failure(self, address: str, time_ms: int) -> int:
         """Count a failed poll; returns the time (ms) before which it should not be retried."""
         state = self._state(address, time_ms)
-        state.failures += 1
-        state.next_allowed_ms = time_ms + backoff_ms(state.failures)
+        retry_at_ms = state.failed(time_ms)
         self._dirty.add(state.address)
         self._maybe_flush()
-        return state.next_allowed_ms
+        return retry_at_ms
 
     def expire(self, now_ms: int, inactive_ms: int = INACTIVE_MS) -> int:
         """Drop addresses quiet and flat for `inactive_ms` (module docstring); returns how many."""

@@ -139,6 +139,32 @@ def test_batches_never_exceed_n_nor_repeat_an_address_in_flight(
             in_flight.discard(address)
 
 
+def test_never_polled_addresses_go_by_the_notional_seen_in_their_trades() -> None:
+    scheduler = PollScheduler()
+    for address in ("0xfirst", "0xsmall", "0xwhale", "0xquiet", "0xlate"):
+        scheduler.add(address)
+    scheduler.note_traded("0xsmall", T, 1_000.0)
+    scheduler.note_traded("0xwhale", T, 2_000_000.0)
+    scheduler.note_traded("0xsmall", T, 500.0)  # the largest trade counts, not the last
+    scheduler.note_traded("0xlate", T, 1_000.0)  # equal notionals: arrival order
+    assert scheduler.next_batch(T, 3) == ["0xwhale", "0xsmall", "0xlate"]
+    assert scheduler.next_batch(T, 3) == ["0xfirst", "0xquiet"]
+    assert scheduler.discovery_backlog == 0
+
+
+def test_an_estimated_account_counts_four_times_its_age_until_its_next_poll() -> None:
+    scheduler = PollScheduler()
+    for address, age_s in (("0xa", 10), ("0xb", 30), ("0xc", 50)):
+        scheduler.add(address, last_polled_ms=T - age_s * 1000, notional_usd=1e5)
+    scheduler.note_estimated(["0xa", "0xunknown"])  # a gap may have moved 0xa's positions
+    # equal weights: the index is the age, 0xa's x sqrt(ESTIMATED_BOOST) = 4: 40 s
+    assert scheduler.next_batch(T, 3) == ["0xc", "0xa", "0xb"]
+    scheduler.note_polled("0xa", T, 1e5, None)
+    assert not scheduler.states["0xa"].estimated
+    scheduler.note_polled("0xb", T - 5000, 1e5, None)  # older than 0xa's poll
+    assert scheduler.next_batch(T + 1000, 2) == ["0xb", "0xa"]
+
+
 def test_failed_addresses_wait_their_backoff_then_compete_by_their_index() -> None:
     world: dict[str, tuple[float, float | None]] = {"0xa": (1e6, None), "0xb": (1e3, None)}
     scheduler = polled_once(world)

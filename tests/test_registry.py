@@ -195,3 +195,37 @@ def test_a_busy_trader_is_rewritten_at_most_hourly_but_its_time_is_current(tmp_p
     assert registry.flush() == 1
     registry.close()
     assert AddressRegistry(path).get(trader).last_trade_ms == 3_601_000
+
+
+def test_one_state_per_address_serves_the_registry_and_the_scheduler(tmp_path: Path) -> None:
+    from process.poll_scheduler import PollScheduler
+
+    path = tmp_path / "a.sqlite"
+    registry = AddressRegistry(path)
+    scheduler = PollScheduler(states=registry.by_address)
+    for address in registry.observe([A, B], T):
+        scheduler.add(address)
+    assert scheduler.next_batch(T, 2) == [A, B]
+    registry.record_poll(A, T + 1000, notional_usd=1e6, min_liq_distance=None, positions=None)
+    scheduler.reschedule(A)
+    registry.record_failure(B, T + 1000)
+    scheduler.reschedule(B)
+    a = registry.get(A)
+    assert a is scheduler.states[A]  # the one object: facts and queue place
+    assert (a.last_poll_ms, a.notional_usd, a.typical_usd) == (T + 1000, 1e6, 1e6)
+    # a day later the peak has halved once (computed once per poll, by the state)
+    registry.record_poll(A, T + 1000 + DAY, notional_usd=0.0, min_liq_distance=None, positions=None)
+    assert a.typical_usd == decayed_peak(1e6, T + 1000, 0.0, T + 1000 + DAY) == 500_000.0
+    assert scheduler.next_batch(T + 30_999, 5) == [A]  # B waits out its 30 s backoff
+    assert scheduler.next_batch(T + 31_000, 5) == [B]
+    registry.close()
+
+    reopened = AddressRegistry(path)
+    restarted = PollScheduler(states=reopened.by_address)
+    for address in reopened.addresses():
+        restarted.add(address)
+    b = reopened.get(B)
+    assert b is not None and (b.failures, b.next_allowed_ms) == (1, T + 31_000)
+    assert restarted.next_batch(T + 30_999, 5) == [A]  # B's backoff was kept
+    assert restarted.next_batch(T + 31_000, 5) == [B]
+    reopened.close()

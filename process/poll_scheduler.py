@@ -70,6 +70,7 @@ class Scheduler:
     def __init__(self, states: dict[str, AddressState] | None = None) -> None:
         self._entries: dict[str, AddressState] = {} if states is None else states
         self._new: list[tuple[float, int, str]] = []  # (-notional traded, token, address)
+        self._new_stale = 0  # items of `_new` superseded by a later one of the same address
         self._backoff: list[tuple[int, int, str]] = []
         self._tokens = 0
 
@@ -116,7 +117,7 @@ class Scheduler:
             )
         elif state.queue != _OFF:
             return False
-        self._place(address, state)
+        self._place(state.address, state)
         return True
 
     def discard(self, address: str) -> bool:
@@ -158,13 +159,13 @@ class Scheduler:
         says (after its backoff, or by its new weight)."""
         state = self._entries.get(address)
         if state is not None:
-            self._place(address, state)
+            self._place(state.address, state)
 
     def release(self, address: str) -> None:
         """An address from `next_batch` that will not be polled after all: back in its place."""
         state = self._entries.get(address)
         if state is not None and state.queue == _FLIGHT:
-            self._enqueue(address, state)
+            self._enqueue(state.address, state)
 
     def note_traded(self, address: str, now_ms: int, notional_usd: float) -> None:
         """The trade stream saw `address` trade `notional_usd`: its position changed.
@@ -177,11 +178,13 @@ class Scheduler:
         if state is None or notional_usd <= state.traded_usd:
             return
         state.traded_usd = notional_usd
-        if state.queue == _NEW:
-            state.token = self._token()
-            heapq.heappush(self._new, (-notional_usd, state.token, address))
+        if state.queue == _NEW:  # moves up: its older item goes stale
+            self._new_stale += 1
+            self._enqueue(state.address, state)
+            if self._new_stale > len(self._new) // 2 + 1024:
+                self._compact_new()
         elif state.queue != _OFF and state.last_poll_ms is not None:
-            self._reweighed(address, state)
+            self._reweighed(state.address, state)
 
     def note_estimated(self, addresses: Iterable[str]) -> None:
         """A recorded gap may have moved these accounts' positions: each weighs
@@ -191,7 +194,7 @@ class Scheduler:
             if state is not None and not state.estimated:
                 state.estimated = True
                 if state.queue != _OFF and state.last_poll_ms is not None:
-                    self._reweighed(address, state)
+                    self._reweighed(state.address, state)
 
     def _reweighed(self, address: str, state: AddressState) -> None:
         """The state's weight inputs changed: a queued item moves if its class did."""
@@ -247,6 +250,22 @@ class Scheduler:
             if state is not None and state.token == token and state.queue == _NEW:
                 state.queue = _FLIGHT
                 out.append(address)
+            elif self._new_stale:
+                self._new_stale -= 1
+
+    def _compact_new(self) -> None:
+        """Drop the stale items of the discovery heap (a never-polled address moves up each
+        time its traded notional grows): it stays within about twice the live ones."""
+        entries = self._entries
+        self._new = [
+            item
+            for item in self._new
+            if (state := entries.get(item[2])) is not None
+            and state.token == item[1]
+            and state.queue == _NEW
+        ]
+        heapq.heapify(self._new)
+        self._new_stale = 0
 
 
 class PollScheduler(Scheduler):

@@ -152,6 +152,17 @@ def test_never_polled_addresses_go_by_the_notional_seen_in_their_trades() -> Non
     assert scheduler.discovery_backlog == 0
 
 
+def test_the_discovery_queue_stays_bounded_while_traded_notionals_grow() -> None:
+    scheduler = PollScheduler()
+    for n in range(3000):
+        scheduler.add(f"0x{n}")
+    for usd in range(1, 101):  # every address's largest trade grows 100 times
+        for n in range(3000):
+            scheduler.note_traded(f"0x{n}", T, float(usd * (n + 1)))
+    assert scheduler.discovery_backlog <= 2 * 3000 + 1024
+    assert scheduler.next_batch(T, 3) == ["0x2999", "0x2998", "0x2997"]
+
+
 def test_an_estimated_account_counts_four_times_its_age_until_its_next_poll() -> None:
     scheduler = PollScheduler()
     for address, age_s in (("0xa", 10), ("0xb", 30), ("0xc", 50)):

@@ -36,7 +36,7 @@ from bench.freshness import events_in_second
 from process.engines.heatmap import HeatmapParams, LiquidationHeatmap
 from process.engines.order_flow import DEFAULT_WINDOWS
 from process.points import PointBuilder
-from process.positions.book import Account, BookPosition, PositionBook, PositionChange
+from process.positions.book import Account, BookPosition, PositionBook, PositionChange, to_units
 from process.positions.margin import MarginRule
 from process.positions.updates import PositionUpdates
 from validate import Trade
@@ -82,8 +82,8 @@ def _world(
         rate = 1 / 40
         cash = -side * liq * abs(float(szi)) * (1 - side * rate)  # equity = maintenance at liq
         book.accounts[f"0x{i:040x}"] = Account(
-            positions={coin: BookPosition(szi, mark, "cross", 10, None, 20)},
-            cross_raw_usd=Decimal(f"{cash:.6f}"),
+            positions={coin: BookPosition(to_units(szi), float(mark), "cross", 10, None, 20)},
+            cross_raw_usd=round(cash, 6),
             snapshot_ms=0,
         )
     return book, names, popularity, marks, holders

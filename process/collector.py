@@ -565,7 +565,7 @@ class Collector:
         self.sink.gap(gap)
         if self.market_data:
             self.bus.publish("gap", gap.coin, gap.before_ms, gap)
-        self.book.note_gap(gap.coin, gap.after_ms, gap.before_ms)  # positions: estimates now
+        self.positions.note_gap(gap.coin, gap.after_ms, gap.before_ms)  # estimates now
         if self.order_flow is not None:  # the bars over it say they are incomplete
             mark = self.writer.accepted_lines
             self.order_flow.note_gap(gap.coin, gap.after_ms, gap.before_ms, mark)

@@ -264,6 +264,12 @@ class PositionsJob:
         self.scheduler.watch(addresses)
         self.watched = addresses
 
+    def note_gap(self, coin: str, after_ms: int, before_ms: int) -> None:
+        """Trades of `coin` in (after_ms, before_ms] may be missing: the book's accounts hold
+        estimates of it until their next poll, and those holding it are polled first."""
+        if self.book is not None:
+            self.scheduler.note_estimated(self.book.note_gap(coin, after_ms, before_ms))
+
     def expire(self, inactive_ms: int) -> int:
         gone = self.registry.expire_addresses(now_ms(), inactive_ms, keep=self.watched)
         for address in gone:  # gone from the shared states: its queue items are stale

@@ -65,9 +65,11 @@ _POSITIONS = POSITIONS.name
 _HLP_POSITIONS = HLP_POSITIONS.name
 _HLP_EQUITY = HLP_EQUITY.name
 _TRADE_GAPS = TRADE_GAPS.name
+_POSITION_CHANGES = POSITION_CHANGES.name
 
 
-PositionFigures = tuple[Decimal, Decimal, Decimal | None, Decimal | None, Decimal | None, Decimal]
+_Number = Decimal | float
+PositionFigures = tuple[_Number, _Number, _Number | None, _Number | None, _Number | None, _Number]
 """A position's (szi, size_usd, entry_px, liq_px, leverage, unrealized_pnl) for `positions`
 (e.g. `process.positions.updates.Values`)."""
 
@@ -101,7 +103,7 @@ class PointBuilder:
         self.on_skip = on_skip
         self.skipped = 0
         self._trade_prefixes: dict[tuple[str, str], str] = {}
-        self._change_prefixes: dict[tuple[str, str], str] = {}
+        self._change_prefixes: dict[tuple[str, str, str], str] = {}
 
     def _skip(self, record: object, error: ValueError) -> None:
         self.skipped += 1
@@ -267,42 +269,42 @@ class PointBuilder:
         On the trade path (a change from a fill): formatted directly, decimals as their exact
         text, as `trades` does; anything unusual (an exponent, a character to escape) takes
         `encode_point`."""
-        tid = change.tid or 0
-        series = (POSITION_CHANGES.name, change.coin, change.kind)
+        address, coin, kind, szi_before, szi_after, px, time_ms, source, tid = change
+        tid = tid or 0
+        series = (_POSITION_CHANGES, coin, kind)
         # an int key takes the allocator's fast path: the two parties of one trade differ by
         # the direction of their fill, a poll's change (tid 0) by its address
-        if tid:
-            key = tid * 2 + (change.szi_after < change.szi_before)
-        else:
-            key = -int(change.address[2:18] or "0", 16)
+        key = tid * 2 + (szi_after < szi_before) if tid else -int(address[2:18] or "0", 16)
         try:
-            time_ns = self.allocator.allocate(series, change.time_ms, key)
-            px = change.px
+            time_ns = self.allocator.allocate(series, time_ms, key)
             if px is not None:
-                before, after, spx = str(change.szi_before), str(change.szi_after), str(px)
-                text = before + after + spx + change.address + change.source
-                if not any(c in text for c in 'EIN"\\'):
-                    prefix = self._change_prefixes.get((change.coin, change.kind))
+                before, after, spx = str(szi_before), str(szi_after), str(px)
+                plain = before + after + spx  # no exponent, NaN or Infinity
+                text = address + source
+                if (
+                    "E" not in plain
+                    and "N" not in plain
+                    and "I" not in plain
+                    and '"' not in text
+                    and "\\" not in text
+                ):
+                    prefix = self._change_prefixes.get(series)
                     if prefix is None:
-                        prefix = series_prefix(
-                            series[0], {"coin": change.coin, "kind": change.kind}
-                        )
-                        self._change_prefixes[(change.coin, change.kind)] = prefix
+                        prefix = series_prefix(series[0], {"coin": coin, "kind": kind})
+                        self._change_prefixes[series] = prefix
                     return (
-                        f'{prefix} address="{change.address}",szi_before={before},'
-                        f'szi_after={after},px={spx},source="{change.source}",tid={tid}i {time_ns}'
+                        f'{prefix} address="{address}",szi_before={before},'
+                        f'szi_after={after},px={spx},source="{source}",tid={tid}i {time_ns}'
                     )
             fields = {
-                "address": change.address,
-                "szi_before": float(change.szi_before),
-                "szi_after": float(change.szi_after),
+                "address": address,
+                "szi_before": float(szi_before),
+                "szi_after": float(szi_after),
                 "px": _opt(px),
-                "source": change.source,
+                "source": source,
                 "tid": tid,
             }
-            return encode_point(
-                POSITION_CHANGES.name, {"coin": change.coin, "kind": change.kind}, fields, time_ns
-            )
+            return encode_point(_POSITION_CHANGES, {"coin": coin, "kind": kind}, fields, time_ns)
         except ValueError as error:
             self._skip(change, error)
             return None
@@ -397,5 +399,5 @@ def _side(position: Position) -> str | None:
     return None
 
 
-def _opt(value: Decimal | None) -> float | None:
+def _opt(value: _Number | None) -> float | None:
     return None if value is None else float(value)

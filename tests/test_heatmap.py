@@ -15,7 +15,7 @@ from db.local_server import LocalInfluxd
 from db.reader import AsyncInfluxReader
 from process.engines.heatmap import HeatmapParams, LiquidationHeatmap
 from process.engines.price_levels import LevelGrid, choose_step
-from process.positions.book import PositionBook, positions_for_margin
+from process.positions.book import PositionBook, positions_for_margin, to_decimal
 from process.positions.margin import MarginRule, account_margin
 from tests.conftest import influxql
 from tests.test_points import write
@@ -83,7 +83,7 @@ def expected_levels(book: PositionBook, grids: dict[str, LevelGrid], range_pct: 
     out: dict = defaultdict(lambda: [0.0, 0.0, 0, 0, 0.0, 0.0])
     for account in book.accounts.values():
         margin = account_margin(
-            positions_for_margin(account.positions), account.cross_raw_usd, MARKS, RULES
+            positions_for_margin(account.positions), to_decimal(account.cross_raw_usd), MARKS, RULES
         )
         for p in margin.positions:
             if p.liquidation_px is None:

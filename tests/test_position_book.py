@@ -1,5 +1,5 @@
-"""The position book: fills move positions and cash exactly as the exchange does; polls reconcile
-and measure the drift; gaps make positions estimated until the next poll."""
+"""The position book: fills move positions (exactly) and cash (to float rounding) as the exchange
+does; polls reconcile and measure the drift; gaps make positions estimated until the next poll."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ from dataclasses import replace
 from decimal import Decimal as D
 from typing import Any
 
+import pytest
+
 from process.positions.book import (
     CHECK_GRACE_MS,
     MAKER_FEE,
     TAKER_FEE,
     PositionBook,
     PositionChange,
+    to_decimal,
 )
 from process.positions.margin import MarginRule
 from validate import ClearinghouseState, Trade, parse_clearinghouse_state
@@ -98,6 +101,11 @@ def book_with(*addresses: str) -> tuple[PositionBook, list[PositionChange]]:
     return book, changes
 
 
+def usd(value: D) -> object:
+    """The book's prices and cash are floats: equal to the exact figure within float rounding."""
+    return pytest.approx(float(value), rel=1e-12)
+
+
 def test_entry_increase_decrease_flip_and_close_follow_the_exchange_arithmetic() -> None:
     book, changes = book_with(ALICE)
     steps = [
@@ -118,8 +126,9 @@ def test_entry_increase_decrease_flip_and_close_follow_the_exchange_arithmetic()
         if expected is None:
             assert position is None
         else:
-            assert position is not None and (position.szi, position.entry_px) == expected
-        assert book.accounts[ALICE].cross_raw_usd == cash
+            assert position is not None and position.szi == expected[0]  # exact
+            assert position.entry_px == usd(expected[1])
+        assert book.accounts[ALICE].cross_raw_usd == usd(cash)
     assert [(c.kind, c.szi_before, c.szi_after, c.source) for c in changes] == [
         ("entry", D(0), D(2), "trade"),
         ("increase", D(2), D(3), "trade"),
@@ -149,7 +158,7 @@ def test_a_poll_keeps_the_fills_newer_than_its_snapshot_and_measures_no_drift_wh
     )
     book.reconcile(ALICE, truth, T0 + 40)
     position = book.positions_of(ALICE)["BTC"]
-    assert (position.szi, position.entry_px) == (D(3), (D(100) + 2 * D(120)) / 3)
+    assert position.szi == D(3) and position.entry_px == usd((D(100) + 2 * D(120)) / 3)
     book.apply_trades([trade(ALICE, BOB, "5", "100", T0 - 1)])  # already in both snapshots
     assert book.positions_of(ALICE)["BTC"].szi == D(3)
     assert book.stats.late_skipped == 1
@@ -197,7 +206,8 @@ def test_a_gap_makes_the_coin_estimated_until_the_next_poll() -> None:
     book, _ = book_with(ALICE, BOB)
     book.apply_trades([trade(ALICE, BOB, "1", "100", T0 + 10)])
     assert book.exact_share() == (2, 2)
-    assert book.note_gap("BTC", T0 + 20, T0 + 50) == 2
+    assert book.note_gap("BTC", T0 + 20, T0 + 50) == [ALICE, BOB]  # both hold BTC
+    assert book.note_gap("SOL", T0 + 20, T0 + 50) == []  # SOL uncertain, but nobody holds it
     assert not book.accounts[ALICE].exact("BTC") and book.accounts[ALICE].exact("ETH")
     assert book.exact_share() == (0, 2)
     book.reconcile(ALICE, state(T0 + 60, "900.0", {"BTC": ("1", "100")}), T0 + 60)
@@ -211,8 +221,8 @@ def test_an_isolated_position_moves_its_own_margin() -> None:
     position = book.positions_of(ALICE)["ETH"]
     fee = D(100) * MAKER_FEE
     margin = D(100) / 10  # the added notional at leverage 10 comes from the cross account
-    assert position.raw_usd == D("-90.0") - D(100) - fee + margin
-    assert book.accounts[ALICE].cross_raw_usd == D("1000.0") - margin
+    assert position.raw_usd == usd(D("-90.0") - D(100) - fee + margin)
+    assert book.accounts[ALICE].cross_raw_usd == usd(D("1000.0") - margin)
     assert book.accounts[ALICE].cash_estimated
 
 
@@ -228,7 +238,7 @@ def test_liquidation_prices_follow_fills_and_marks_with_the_served_price_before_
     assert book.views(ALICE)["BTC"].liquidation_px == D(9000) / (1 - D(1) / 40)
     book.apply_trades([trade(ALICE, BOB, "1", "10000", T0 + 1, "sell")])  # doubles up, maker
     view = book.views(ALICE)["BTC"]
-    cash = book.accounts[ALICE].cross_raw_usd
+    cash = to_decimal(book.accounts[ALICE].cross_raw_usd)
     assert view.szi == D(2) and view.liquidation_px == -cash / (2 * (1 - D(1) / 40))
     assert book.views(BOB) == {}
 
@@ -252,12 +262,12 @@ def test_trades_while_the_first_poll_is_on_its_way_are_applied_over_its_snapshot
 def test_hourly_funding_moves_cash_once_and_spares_snapshots_that_hold_it() -> None:
     book, _ = book_with(ALICE, BOB)
     book.apply_trades([trade(ALICE, BOB, "2", "100", T0 + 1)])  # Alice long 2, Bob short 2
-    cash = {a: book.accounts[a].cross_raw_usd for a in (ALICE, BOB)}
+    cash = {a: D(book.accounts[a].cross_raw_usd) for a in (ALICE, BOB)}
     hour = T0 + 3_600_000
     rates = {"BTC": (D("0.0001"), D("101")), "ETH": (D("0.0002"), D("50"))}
     assert book.apply_funding(rates, hour) == 2
-    assert book.accounts[ALICE].cross_raw_usd == cash[ALICE] - 2 * D("101") * D("0.0001")
-    assert book.accounts[BOB].cross_raw_usd == cash[BOB] + 2 * D("101") * D("0.0001")
+    assert book.accounts[ALICE].cross_raw_usd == usd(cash[ALICE] - 2 * D("101") * D("0.0001"))
+    assert book.accounts[BOB].cross_raw_usd == usd(cash[BOB] + 2 * D("101") * D("0.0001"))
     assert book.apply_funding(rates, hour) == 0  # once per settlement
     book.reconcile(ALICE, state(hour + 5, "900.0", {"BTC": ("2", "100")}), hour + 5)
     assert book.apply_funding(rates, hour + 3_600_000) == 2
@@ -275,3 +285,60 @@ def test_a_trade_with_a_tracked_party_is_kept_for_the_other_partys_first_poll() 
     book.reconcile(BOB, state(T0 + 20, "900.0", {"BTC": ("-2", "100")}), T0 + 40)
     assert book.positions_of(BOB)["BTC"].szi == D(-3)
     assert book.positions_of(ALICE)["BTC"].szi == D(1)
+
+
+def test_sizes_stay_exact_where_binary_floats_would_not() -> None:
+    """0.1 + 0.2 is 0.3 in the book (sizes are exact ints of 1e-8): a poll serving 0.3 finds no
+    drift, and the changes carry the sizes as plain decimals."""
+    book, changes = book_with(ALICE)
+    book.apply_trades([trade(ALICE, BOB, "0.1", "100", T0 + 1)])
+    book.apply_trades([trade(ALICE, BOB, "0.2", "100", T0 + 2)])
+    book.apply_trades([trade(ALICE, BOB, "1234.56789", "100", T0 + 3)])
+    book.apply_trades([trade(BOB, ALICE, "1234.56789", "100", T0 + 4)])
+    assert book.positions_of(ALICE)["BTC"].szi == D("0.3")
+    book.reconcile(ALICE, state(T0 + 10, "1000.0", {"BTC": ("0.3", "100")}), T0 + 10)
+    [(_, drift)] = book.settle_checks()
+    assert drift.coins == 0
+    assert [(c.szi_before, c.szi_after) for c in changes] == [
+        (0, D("0.1")),
+        (D("0.1"), D("0.3")),
+        (D("0.3"), D("1234.86789")),
+        (D("1234.86789"), D("0.3")),
+    ]
+    assert not any("E" in str(c.szi_before) + str(c.szi_after) for c in changes)
+
+
+def test_a_gap_sends_the_accounts_holding_its_coin_to_the_front_of_the_polls(tmp_path) -> None:
+    from process.jobs import PositionsJob
+    from process.points import PointBuilder
+    from process.poll_scheduler import PollScheduler
+    from process.registry import AddressRegistry
+    from process.shard import Shard
+
+    carol = "0x" + "c" * 40
+    book, _ = book_with(ALICE, BOB)
+    registry = AddressRegistry(tmp_path / "a.sqlite")
+    scheduler = PollScheduler(states=registry.by_address)
+    job = PositionsJob(
+        None, PointBuilder(), None, registry, scheduler, Shard.parse("0/1"), book=book
+    )  # type: ignore[arg-type]
+    for address, polled_s_ago in ((ALICE, 10), (BOB, 30), (carol, 50)):
+        registry.record_poll(
+            address,
+            T0 - polled_s_ago * 1000,
+            notional_usd=1e5,
+            min_liq_distance=None,
+            positions=None,
+        )
+        scheduler.add(address)
+    book.apply_trades([trade(ALICE, BOB, "1", "100", T0 + 10)])  # both hold BTC now
+    book.reconcile(BOB, state(T0 + 20, "900.0", {}), T0 + 20)  # BOB polled after the gap
+    job.note_gap("BTC", T0 + 5, T0 + 15)
+    assert [s.estimated for s in (registry.get(ALICE), registry.get(BOB), registry.get(carol))] == [
+        True,
+        False,
+        False,
+    ]
+    # equal weights: the index is the age, ALICE's x 4 (40 s) passes BOB's 30 s, not carol's 50
+    assert scheduler.next_batch(T0, 3) == [carol, ALICE, BOB]
+    registry.close()

@@ -8,7 +8,7 @@ from decimal import Decimal as D
 from db.local_server import LocalInfluxd
 from db.schema import POSITIONS
 from process.points import PointBuilder
-from process.positions.book import PositionBook
+from process.positions.book import PositionBook, to_decimal
 from process.positions.margin import MarginRule
 from process.positions.updates import PositionUpdates
 from tests.test_points import select, write
@@ -52,7 +52,7 @@ async def test_moved_positions_are_written_at_most_every_interval_with_values_at
 
     write(influxd.url, influx_db, sink.lines)
     rows = sorted(select(influxd.url, influx_db, POSITIONS), key=lambda r: (r["time"], r["side"]))
-    cash = book.accounts[ALICE].cross_raw_usd
+    cash = to_decimal(book.accounts[ALICE].cross_raw_usd)
     liq_short = cash / (1 * (1 + D(1) / 40))  # short 1: equity = cash - p = p / 40
     assert [
         (

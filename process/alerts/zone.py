@@ -57,10 +57,11 @@ class NearLiquidationWatch:
             sized: list[tuple[str, Decimal, Decimal, float]] = []
             for coin, position in account.positions.items():
                 mark = marks.get(coin)
-                if mark is not None and mark > 0 and position.szi:
-                    size = float(abs(position.szi) * mark)
+                if mark is not None and mark > 0 and position.units:
+                    szi = position.szi
+                    size = float(abs(szi) * mark)
                     if size >= self._min_usd:
-                        sized.append((coin, position.szi, mark, size))
+                        sized.append((coin, szi, mark, size))
             if not sized:
                 continue
             liquidation_prices = book.liquidation_prices(account)

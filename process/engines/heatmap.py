@@ -182,7 +182,8 @@ def add_accounts(
             if picture is None:
                 continue
             mark = picture.mark
-            size = abs(float(position.szi))
+            szi = position.szi_float
+            size = abs(szi)
             notional = size * mark
             exact = account.exact(coin)
             picture.tracked_usd += notional
@@ -202,7 +203,7 @@ def add_accounts(
             level = picture.levels.get(index)
             if level is None:
                 level = picture.levels[index] = Level()
-            level.add(float(position.szi), size * liq_px, exact)
+            level.add(szi, size * liq_px, exact)
 
 
 class LiquidationHeatmap:

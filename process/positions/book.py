@@ -28,6 +28,12 @@ until its next poll); otherwise *estimated*.
 Every change of a position's size is a `PositionChange` (entry, exit, flip, increase,
 decrease; from a trade or found by a poll), handed to `on_change`.
 
+Representation (memory: the book may hold every tracked address; CPU: every trade of them moves
+two accounts): a size is an exact int of 1e-8 coin (`BookPosition.units`; `szi` is its exact
+Decimal), so sums of fills compare equal to what a poll serves; prices, cash and margins are
+floats (size-weighted entries and cash flows to ~1e-15 relative), converted to Decimal for the
+margin formula and for `PositionChange`.
+
 Liquidation prices come from the margin formula (`process.positions.margin`) over the book's
 positions and cash at the latest marks (`set_market`, from every asset-context poll), computed
 when asked (`views`, for the market-liquidation inference); before the first marks, the price
@@ -36,7 +42,7 @@ the last poll served.
 
 from __future__ import annotations
 
-from collections import deque
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -49,6 +55,12 @@ from validate import ClearinghouseState, Trade
 ZERO = Decimal(0)
 TAKER_FEE = Decimal("0.00045")
 MAKER_FEE = Decimal("0.00015")
+_TAKER_FEE = float(TAKER_FEE)
+_MAKER_FEE = float(MAKER_FEE)
+SIZE_SCALE = 10**8
+"""A size is held as an int of 1 / SIZE_SCALE coin: exact for every size the exchange serves
+(perp sizes have at most 5 decimals, `szDecimals`)."""
+_SCALE = Decimal(SIZE_SCALE)
 FILL_MEMORY_MS = 90_000
 """Fills are kept this long (exchange time) to be applied again over a newer snapshot: a poll's
 snapshot is taken after its request left, and a request gives up within a minute (timeouts and
@@ -77,7 +89,22 @@ class PositionChange(NamedTuple):
     tid: int | None = None
 
 
-def change_kind(before: Decimal, after: Decimal) -> ChangeKind | None:
+def to_units(szi: Decimal) -> int:
+    """`szi` in 1 / SIZE_SCALE coin (beyond 8 decimals, which no served size has, truncated)."""
+    return int(szi * _SCALE)
+
+
+def to_szi(units: int) -> Decimal:
+    """The exact size of `units`, without trailing zeros: `1.5`, `100`."""
+    return Decimal(units) / _SCALE if units else ZERO
+
+
+def to_decimal(value: float) -> Decimal:
+    """The shortest Decimal that reads back as `value`."""
+    return Decimal(repr(value))
+
+
+def change_kind(before: int, after: int) -> ChangeKind | None:
     """How a position went from `before` to `after` (signed sizes), None if it did not."""
     if before == after:
         return None
@@ -92,25 +119,39 @@ def change_kind(before: Decimal, after: Decimal) -> ChangeKind | None:
 
 @dataclass(slots=True)
 class BookPosition:
-    """One open position as the book holds it. `raw_usd` is set for isolated positions only
-    (their own margin's raw USD, as `leverage.rawUsd` serves it)."""
+    """One open position as the book holds it: the size exact, prices and USD as floats.
+    `raw_usd` is set for isolated positions only (their own margin's raw USD, as
+    `leverage.rawUsd` serves it)."""
 
-    szi: Decimal
-    entry_px: Decimal | None
+    units: int  # the signed size in 1 / SIZE_SCALE coin
+    entry_px: float | None
     leverage_type: str = "cross"
     leverage: int | None = None
-    raw_usd: Decimal | None = None
+    raw_usd: float | None = None
     max_leverage: int | None = None
-    served_liq_px: Decimal | None = None  # what the last poll served (None after a fill)
+    served_liq_px: float | None = None  # what the last poll served (None after a fill)
+
+    @property
+    def szi(self) -> Decimal:
+        """The signed size, exact."""
+        return to_szi(self.units)
+
+    @property
+    def szi_float(self) -> float:
+        """The signed size as a float (for USD arithmetic): `float(szi)`, cheaper."""
+        return self.units / SIZE_SCALE
 
 
-class Fill(NamedTuple):
-    time_ms: int
-    coin: str
-    signed_sz: Decimal  # > 0 bought
-    px: Decimal
-    taker: bool
-    tid: int
+Fill = tuple[int, str, int, Decimal, Decimal, bool, int]
+"""A fill kept for a newer snapshot: (time_ms, coin, units (signed: > 0 bought), px, sz (the
+trade's, unsigned), taker, tid). A plain tuple, not a NamedTuple: the garbage collector stops
+tracking a plain tuple of atomic values, and the book keeps the last 90 s of every tracked
+account's fills (as NamedTuples, full collections over them cost ~2.5 us a trade in
+`bench.trade_path`)."""
+
+_new = tuple.__new__
+"""Makes a NamedTuple from a tuple of all its fields, at half the cost of its constructor (a
+Python function): `PositionChange` and the margin formula's inputs on the trade path."""
 
 
 @dataclass(slots=True)
@@ -118,11 +159,11 @@ class Account:
     """What the book knows of one address since its first poll."""
 
     positions: dict[str, BookPosition]
-    cross_raw_usd: Decimal
+    cross_raw_usd: float
     snapshot_ms: int  # exchange time of the last snapshot: trades at or before it are in it
-    # Both made on first use: an empty deque is ~760 bytes and an empty set ~216, and most of
-    # the book's accounts have neither (a quiet account, no recorded gap since its poll).
-    fills: deque[Fill] | None = None  # applied in the last FILL_MEMORY_MS
+    # Both made on first use (an empty set is ~216 bytes): most of the book's accounts have
+    # neither (a quiet account, no recorded gap since its poll).
+    fills: list[Fill] | None = None  # applied in the last FILL_MEMORY_MS, about in time order
     uncertain: set[str] | None = None  # coins a recorded gap may have moved
     overflowed: bool = False  # more fills than kept: estimated until the next poll
     cash_estimated: bool = False  # isolated margin moved at an estimated leverage
@@ -148,9 +189,9 @@ class DriftCheck:
     after_ms: int  # the snapshot the book's figures started from
     snapshot_ms: int
     due_ms: int
-    held: dict[str, Decimal]  # coin -> the book's size as of the snapshot
-    served: dict[str, Decimal]  # coin -> the snapshot's size
-    prices: dict[str, Decimal]  # coin -> an entry price, for the USD of a difference
+    held: dict[str, int]  # coin -> the book's size (units) as of the snapshot
+    served: dict[str, int]  # coin -> the snapshot's size (units)
+    prices: dict[str, float]  # coin -> an entry price, for the USD of a difference
 
 
 @dataclass
@@ -213,7 +254,7 @@ class PositionBook:
         if all(coin in marks and coin in rules for coin in positions):
             try:
                 margin = account_margin(
-                    positions_for_margin(positions), account.cross_raw_usd, marks, rules
+                    positions_for_margin(positions), to_decimal(account.cross_raw_usd), marks, rules
                 )
             except ValueError:  # an isolated position whose margin the poll did not give
                 pass
@@ -221,7 +262,7 @@ class PositionBook:
                 prices = {p.coin: p.liquidation_px for p in margin.positions}
                 account.liq_cache, account.liq_version = prices, self._versions
                 return prices
-        return {coin: p.served_liq_px for coin, p in positions.items()}
+        return {coin: _decimal(p.served_liq_px) for coin, p in positions.items()}
 
     def __contains__(self, address: object) -> bool:
         return address in self.accounts
@@ -247,17 +288,23 @@ class PositionBook:
         for trade in trades:
             buyer = accounts.get(trade.buyer)
             seller = accounts.get(trade.seller)
-            if buyer is None and seller is None and not first_polls:
-                continue
+            if buyer is None and seller is None:
+                awaited = first_polls and (
+                    trade.buyer in first_polls or trade.seller in first_polls
+                )
+                if not awaited:
+                    continue  # nobody the book holds or waits for
+            units = to_units(trade.sz)
+            px = float(trade.px)
             taker_bought = trade.side == "buy"
             if buyer is not None:
-                self._fill(trade.buyer, buyer, trade, trade.sz, taker_bought)
+                self._fill(trade.buyer, buyer, trade, units, px, taker_bought)
             elif first_polls:  # a party whose first poll is on its way
-                self._keep_for_first_poll(trade.buyer, trade, trade.sz, taker_bought)
+                self._keep_for_first_poll(trade.buyer, trade, units, taker_bought)
             if seller is not None:
-                self._fill(trade.seller, seller, trade, -trade.sz, not taker_bought)
+                self._fill(trade.seller, seller, trade, -units, px, not taker_bought)
             elif first_polls:
-                self._keep_for_first_poll(trade.seller, trade, -trade.sz, not taker_bought)
+                self._keep_for_first_poll(trade.seller, trade, -units, not taker_bought)
 
     def polling(self, address: str) -> None:
         """A poll of `address` is on its way. For an address not in the book yet, its trades
@@ -270,52 +317,44 @@ class PositionBook:
         self._first_polls.pop(address, None)
 
     def _fill(
-        self, address: str, account: Account, trade: Trade, signed_sz: Decimal, taker: bool
+        self, address: str, account: Account, trade: Trade, units: int, px: float, taker: bool
     ) -> None:
-        if trade.time_ms <= account.snapshot_ms:
-            self._late(address, trade, signed_sz)
+        time_ms = trade.time_ms
+        if time_ms <= account.snapshot_ms:
+            self._late(address, trade, units)
             return
-        self._apply(
-            address, account, Fill(trade.time_ms, trade.coin, signed_sz, trade.px, taker, trade.tid)
-        )
+        fill = (time_ms, trade.coin, units, trade.px, trade.sz, taker, trade.tid)
+        self._apply(address, account, fill, px)
 
-    def _apply(self, address: str, account: Account, fill: Fill) -> None:
+    def _apply(self, address: str, account: Account, fill: Fill, px: float) -> None:
+        """Keep `fill` (at `px`, its price as a float) and move the account by it."""
+        time_ms, coin, units, fill_px, sz, taker, tid = fill
         fills = account.fills
         if fills is None:
-            fills = account.fills = deque()
-        forget_before = fill.time_ms - FILL_MEMORY_MS
-        while fills and fills[0].time_ms < forget_before:
-            fills.popleft()
-        if len(fills) < MAX_FILLS_KEPT:
-            fills.append(fill)
+            account.fills = [fill]
         else:
-            account.overflowed = True
+            if fills and fills[0][0] < time_ms - FILL_MEMORY_MS:
+                _forget(fills, time_ms - FILL_MEMORY_MS)
+            if len(fills) < MAX_FILLS_KEPT:
+                fills.append(fill)
+            else:
+                account.overflowed = True
         self.stats.trades_applied += 1
-        change = _move(account, fill)
-        if change is not None and self.on_change is not None:
-            before, after = change
-            kind = change_kind(before, after)
-            assert kind is not None
+        before, kind = _move(account, coin, units, px, taker)
+        if self.on_change is not None:
+            szi_before = to_szi(before)
+            szi_after = szi_before + sz if units > 0 else szi_before - sz
             self.on_change(
-                PositionChange(
-                    address,
-                    fill.coin,
-                    kind,
-                    before,
-                    after,
-                    fill.px,
-                    fill.time_ms,
-                    "trade",
-                    fill.tid,
+                _new(
+                    PositionChange,
+                    (address, coin, kind, szi_before, szi_after, fill_px, time_ms, "trade", tid),
                 )
             )
 
-    def _keep_for_first_poll(
-        self, address: str, trade: Trade, signed_sz: Decimal, taker: bool
-    ) -> None:
+    def _keep_for_first_poll(self, address: str, trade: Trade, units: int, taker: bool) -> None:
         kept = self._first_polls.get(address)
         if kept is not None and len(kept) < MAX_FILLS_KEPT:
-            kept.append(Fill(trade.time_ms, trade.coin, signed_sz, trade.px, taker, trade.tid))
+            kept.append((trade.time_ms, trade.coin, units, trade.px, trade.sz, taker, trade.tid))
 
     # -- polls -----------------------------------------------------------------------------------
 
@@ -324,45 +363,40 @@ class PositionBook:
         the fills newer than it. For an address already in the book, what the book held is
         compared with the snapshot `CHECK_GRACE_MS` later (`settle_checks`)."""
         snapshot_ms = state.time_ms if state.time_ms is not None else polled_ms
-        fresh = Account(
-            positions={
-                p.coin: BookPosition(
-                    p.szi,
-                    p.entry_px,
-                    p.leverage_type,
+        positions: dict[str, BookPosition] = {}
+        for p in state.positions:
+            if p.szi:  # coin and type interned: one string for the whole book
+                positions[sys.intern(p.coin)] = BookPosition(
+                    to_units(p.szi),
+                    _float(p.entry_px),
+                    sys.intern(p.leverage_type),
                     p.leverage,
-                    p.raw_usd,
+                    _float(p.raw_usd),
                     p.max_leverage,
-                    p.liquidation_px,
+                    _float(p.liquidation_px),
                 )
-                for p in state.positions
-                if p.szi != 0
-            },
-            cross_raw_usd=state.cross_margin_summary.total_raw_usd,
-            snapshot_ms=snapshot_ms,
-        )
+        fresh = Account(positions, float(state.cross_margin_summary.total_raw_usd), snapshot_ms)
         old = self.accounts.get(address)
         first = self._first_polls.pop(address, None)
-        served = {coin: p.szi for coin, p in fresh.positions.items()}
+        served = {coin: p.units for coin, p in positions.items()}
         if old is not None and old.fills:
-            kept = fresh.fills = deque()
-            for fill in sorted(old.fills):
-                if fill.time_ms > snapshot_ms:
-                    kept.append(fill)
-                    _move(fresh, fill)
+            kept = [fill for fill in sorted(old.fills) if fill[0] > snapshot_ms]
+            for _, coin, units, px, _, taker, _ in kept:
+                _move(fresh, coin, units, float(px), taker)
+            fresh.fills = kept or None
         self.accounts[address] = fresh
         if old is None:
             for fill in sorted(first or ()):  # traded while its first poll was on its way
-                if fill.time_ms > snapshot_ms:
-                    self._apply(address, fresh, fill)
+                if fill[0] > snapshot_ms:
+                    self._apply(address, fresh, fill, float(fill[3]))
             return
         self._settle(address)  # a check still open from the previous poll
-        held = {coin: p.szi for coin, p in old.positions.items()}
-        for fill in old.fills or ():  # the book as of the snapshot: without the newer fills
-            if fill.time_ms > snapshot_ms:
-                held[fill.coin] = held.get(fill.coin, ZERO) - fill.signed_sz
+        held = {coin: p.units for coin, p in old.positions.items()}
+        for time_ms, coin, units, *_ in old.fills or ():  # the book as of the snapshot:
+            if time_ms > snapshot_ms:  # without the newer fills
+                held[coin] = held.get(coin, 0) - units
         prices = {c: p.entry_px for c, p in old.positions.items() if p.entry_px}
-        prices.update((c, p.entry_px) for c, p in fresh.positions.items() if p.entry_px)
+        prices.update((c, p.entry_px) for c, p in positions.items() if p.entry_px)
         self._checks[address] = DriftCheck(
             old.snapshot_ms, snapshot_ms, polled_ms + CHECK_GRACE_MS, held, served, prices
         )
@@ -387,18 +421,25 @@ class PositionBook:
             return None
         drift = Drift(0, 0.0)
         for coin in sorted(set(check.held) | set(check.served)):
-            before = check.held.get(coin, ZERO)
-            after = check.served.get(coin, ZERO)
+            before = check.held.get(coin, 0)
+            after = check.served.get(coin, 0)
             kind = change_kind(before, after)
             if kind is None:
                 continue
-            price = check.prices.get(coin, ZERO)
+            price = check.prices.get(coin, 0.0)
             drift.coins += 1
-            drift.usd += float(abs(after - before) * price)
+            drift.usd += abs(after - before) / SIZE_SCALE * price
             if self.on_change is not None:
                 self.on_change(
                     PositionChange(
-                        address, coin, kind, before, after, price or None, check.snapshot_ms, "poll"
+                        address,
+                        coin,
+                        kind,
+                        to_szi(before),
+                        to_szi(after),
+                        to_decimal(price) if price else None,
+                        check.snapshot_ms,
+                        "poll",
                     )
                 )
         if drift.coins:
@@ -406,7 +447,7 @@ class PositionBook:
             self.stats.drift_usd += drift.usd
         return drift
 
-    def _late(self, address: str, trade: Trade, signed_sz: Decimal) -> None:
+    def _late(self, address: str, trade: Trade, units: int) -> None:
         """A fill at or before the account's snapshot: the snapshot holds it. If it is newer
         than the snapshot before, the poll's answer overtook it (the WebSocket lags): it moved
         the position since the book's previous figures, so it is a change, and it counts on the
@@ -415,8 +456,8 @@ class PositionBook:
         if check is None or trade.time_ms <= check.after_ms:
             self.stats.late_skipped += 1
             return
-        before = check.held.get(trade.coin, ZERO)
-        after = before + signed_sz
+        before = check.held.get(trade.coin, 0)
+        after = before + units
         check.held[trade.coin] = after
         self.stats.late_credited += 1
         kind = change_kind(before, after)
@@ -426,8 +467,8 @@ class PositionBook:
                     address,
                     trade.coin,
                     kind,
-                    before,
-                    after,
+                    to_szi(before),
+                    to_szi(after),
                     trade.px,
                     trade.time_ms,
                     "trade",
@@ -446,15 +487,18 @@ class PositionBook:
         if hour_ms <= self.funded_ms:
             return 0
         self.funded_ms = hour_ms
+        per_unit = {
+            coin: float(px) * float(rate) / SIZE_SCALE for coin, (rate, px) in rates.items()
+        }
         paid = 0
         for account in self.accounts.values():
             if account.snapshot_ms >= hour_ms:
                 continue
             for coin, position in account.positions.items():
-                rate = rates.get(coin)
-                if rate is None:
+                usd = per_unit.get(coin)
+                if usd is None:
                     continue
-                payment = position.szi * rate[1] * rate[0]
+                payment = position.units * usd
                 if position.leverage_type == "isolated" and position.raw_usd is not None:
                     position.raw_usd -= payment
                 else:
@@ -466,17 +510,20 @@ class PositionBook:
 
     # -- gaps ------------------------------------------------------------------------------------
 
-    def note_gap(self, coin: str, after_ms: int, before_ms: int) -> int:
+    def note_gap(self, coin: str, after_ms: int, before_ms: int) -> list[str]:
         """Trades of `coin` in (after_ms, before_ms] may be missing: every account polled before
-        `before_ms` holds an estimate of `coin` until its next poll. Returns how many."""
-        touched = 0
-        for account in self.accounts.values():
+        `before_ms` holds an estimate of `coin` until its next poll. Returns the addresses of
+        those holding a `coin` position (the known sizes a missing fill may have moved: polled
+        first, `PollScheduler.note_estimated`)."""
+        holders: list[str] = []
+        for address, account in self.accounts.items():
             if account.snapshot_ms < before_ms:
                 if account.uncertain is None:
                     account.uncertain = set()
                 account.uncertain.add(coin)
-                touched += 1
-        return touched
+                if coin in account.positions:
+                    holders.append(address)
+        return holders
 
     def samples(self) -> list[Sample]:
         exact, total = self.exact_share()
@@ -548,6 +595,14 @@ class _Views(Mapping[str, LiquidationView]):
             raise KeyError(coin)
         return LiquidationView(self._book, self._account, coin)
 
+    def get(  # type: ignore[override]
+        self, coin: str, default: LiquidationView | None = None
+    ) -> LiquidationView | None:
+        """Mapping's, without its try/except: the detector's call on the trade path."""
+        if coin not in self._account.positions:
+            return default
+        return LiquidationView(self._book, self._account, coin)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._account.positions)
 
@@ -570,46 +625,76 @@ def _cross_count(account: Account) -> int:
 
 
 def positions_for_margin(positions: Mapping[str, BookPosition]) -> list[_MarginInput]:
-    return [_MarginInput(c, p.szi, p.leverage_type, p.raw_usd) for c, p in positions.items()]
+    """The positions as the margin formula (Decimal) takes them."""
+    return [
+        _new(_MarginInput, (c, p.szi, p.leverage_type, _decimal(p.raw_usd)))
+        for c, p in positions.items()
+    ]
 
 
-def _move(account: Account, fill: Fill) -> tuple[Decimal, Decimal] | None:
-    """Apply one fill to `account`; (size before, size after) if the size changed."""
-    coin, signed_sz, px = fill.coin, fill.signed_sz, fill.px
-    position = account.positions.get(coin)
-    before = ZERO if position is None else position.szi
-    after = before + signed_sz
+def _move(
+    account: Account, coin: str, units: int, px: float, taker: bool
+) -> tuple[int, ChangeKind]:
+    """Apply one fill of `units` (> 0 bought) at `px` to `account`: (size before, the change)."""
+    positions = account.positions
+    position = positions.get(coin)
     account.liq_cache = None
-    notional = signed_sz * px
-    flow = -notional - abs(notional) * (TAKER_FEE if fill.taker else MAKER_FEE)  # to raw USD
+    notional = units * px / SIZE_SCALE
+    flow = -notional - abs(notional) * (_TAKER_FEE if taker else _MAKER_FEE)  # to raw USD
     if position is None:
-        position = BookPosition(after, px)
-        account.positions[coin] = position
+        positions[sys.intern(coin)] = BookPosition(units, px)
+        account.cross_raw_usd += flow
+        return 0, "entry"
+    before = position.units
+    after = before + units
     position.served_liq_px = None  # the served price no longer holds
     if position.leverage_type == "isolated" and position.raw_usd is not None:
         position.raw_usd += flow
         _move_isolated_margin(account, position, before, after, px)
     else:
         account.cross_raw_usd += flow
+    kind: ChangeKind
     if after == 0:
-        del account.positions[coin]
-        return before, after
-    if before == 0 or (before > 0) != (after > 0):
-        position.entry_px = px  # an opening or a flip starts a new entry
-    elif abs(after) > abs(before) and position.entry_px is not None:
-        cost = abs(before) * position.entry_px + abs(signed_sz) * px
-        position.entry_px = cost / abs(after)
-    position.szi = after
-    return before, after
+        del positions[coin]
+        return before, "exit"
+    if (before > 0) != (after > 0):
+        position.entry_px = px  # a flip starts a new entry
+        kind = "flip"
+    elif abs(after) > abs(before):
+        entry = position.entry_px
+        if entry is not None:  # size-weighted
+            position.entry_px = (abs(before) * entry + abs(units) * px) / abs(after)
+        kind = "increase"
+    else:
+        kind = "decrease"
+    position.units = after
+    return before, kind
 
 
 def _move_isolated_margin(
-    account: Account, position: BookPosition, before: Decimal, after: Decimal, px: Decimal
+    account: Account, position: BookPosition, before: int, after: int, px: float
 ) -> None:
     """An isolated position takes margin from the cross account when it grows and gives it back
     when it shrinks; the amount is estimated at its leverage (polls correct it)."""
-    leverage = Decimal(position.leverage or 1)
-    moved = (abs(after) - abs(before)) * px / leverage
-    position.raw_usd = (position.raw_usd or ZERO) + moved
+    moved = (abs(after) - abs(before)) * px / (SIZE_SCALE * (position.leverage or 1))
+    position.raw_usd = (position.raw_usd or 0.0) + moved
     account.cross_raw_usd -= moved
     account.cash_estimated = True
+
+
+def _forget(fills: list[Fill], before_ms: int) -> None:
+    """Drop the fills older than `before_ms` from the front of `fills`."""
+    old = 0
+    for fill in fills:
+        if fill[0] >= before_ms:
+            break
+        old += 1
+    del fills[:old]
+
+
+def _float(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _decimal(value: float | None) -> Decimal | None:
+    return None if value is None else to_decimal(value)

@@ -22,7 +22,7 @@ from typing import NamedTuple
 from db.line_protocol import encode_point
 from db.schema import ACCOUNT_EQUITY
 from db.timestamps import TimestampAllocator
-from process.positions.book import Account, PositionBook, PositionChange
+from process.positions.book import Account, PositionBook, PositionChange, to_decimal
 from process.storage_ports import PointSink
 from utils.metrics import Sample
 from validate import ClearinghouseState
@@ -51,19 +51,21 @@ def served_equity(state: ClearinghouseState) -> Equity:
 
 
 def book_equity(account: Account, marks: Mapping[str, Decimal]) -> Equity | None:
-    """The account at `marks`; None while a position's coin has no mark."""
-    value = account.cross_raw_usd
+    """The account at `marks`; None while a position's coin has no mark. (In Decimal, as the
+    served figures: the book's float cash and prices are taken at their shortest decimal.)"""
+    value = to_decimal(account.cross_raw_usd)
     pnl = notional = Decimal(0)
     for coin, position in account.positions.items():
         mark = marks.get(coin)
         if mark is None:
             return None
-        value += position.szi * mark
+        szi = position.szi
+        value += szi * mark
         if position.leverage_type == "isolated" and position.raw_usd is not None:
-            value += position.raw_usd
+            value += to_decimal(position.raw_usd)
         if position.entry_px is not None:
-            pnl += position.szi * (mark - position.entry_px)
-        notional += abs(position.szi) * mark
+            pnl += szi * (mark - to_decimal(position.entry_px))
+        notional += abs(szi) * mark
     return Equity(value, pnl, notional)
 
 

@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from process.points import PointBuilder
-from process.positions.book import PositionBook, PositionChange
+from process.positions.book import PositionBook, PositionChange, to_decimal
 from process.storage_ports import PointSink
 from utils.metrics import Sample
 
@@ -29,7 +29,7 @@ MIN_INTERVAL_MS = 5_000
 class Values(NamedTuple):
     szi: Decimal
     size_usd: Decimal
-    entry_px: Decimal | None
+    entry_px: float | None
     liq_px: Decimal | None
     leverage: Decimal | None
     unrealized_pnl: Decimal
@@ -97,19 +97,19 @@ class PositionUpdates:
         if mark is None or account is None:
             return None
         position = account.positions.get(coin)
-        side = None if position is None else _side(position.szi)
+        side = None if position is None else _side(position.units)
         out: list[str] = []
         if side_before is not None and side_before != side:  # exit or flip: close the old side
             out.append(self.builder.position_now(address, coin, side_before, None, now) or "")
         if position is not None and side is not None:
-            entry = position.entry_px
+            szi, entry = position.szi, position.entry_px
             values = Values(
-                position.szi,
-                abs(position.szi) * mark,
+                szi,
+                abs(szi) * mark,
                 entry,
                 self.book.liquidation_prices(account).get(coin),
                 None if position.leverage is None else Decimal(position.leverage),
-                position.szi * (mark - entry) if entry is not None else Decimal(0),
+                szi * (mark - to_decimal(entry)) if entry is not None else Decimal(0),
             )
             out.append(self.builder.position_now(address, coin, side, values, now) or "")
         return [line for line in out if line]
@@ -121,5 +121,5 @@ class PositionUpdates:
             self._written_at = {k: t for k, t in self._written_at.items() if t > cutoff}
 
 
-def _side(szi: Decimal) -> str | None:
+def _side(szi: Decimal | int) -> str | None:
     return "long" if szi > 0 else "short" if szi < 0 else None

@@ -596,7 +596,8 @@ def run(
                 scheduler.note_traded(payload.buyer, at, usd)
                 scheduler.note_traded(payload.seller, at, usd)
             elif kind == GAP:
-                book.note_gap(payload.coin, payload.time_ms - 1, payload.time_ms)
+                holders = book.note_gap(payload.coin, payload.time_ms - 1, payload.time_ms)
+                scheduler.note_estimated(holders)  # as PositionsJob.note_gap
             elif kind == SNAP:
                 seq += 1
                 state = exchange.state(payload, at)

@@ -161,7 +161,7 @@ def run(
     open_probability = min(1.0, close_probability * (1 - flat_fraction) / flat_fraction)
     fail_rngs = [random.Random(seed * 7919 + k) for k in range(len(trackers))]
     warmup_s = 60 * (minutes // 6 if warmup_minutes is None else warmup_minutes)
-    hinted = [tr for tr in trackers if trade_hints and hasattr(tr.scheduler, "note_traded")]
+    hinted = [tr for tr in trackers if trade_hints and isinstance(tr.scheduler, PollScheduler)]
     for second in range(60 * minutes):
         now_ms = T0_MS + second * 1000
         # The world moves (identically for every scheduler): price moves, which nobody sees,
@@ -202,7 +202,7 @@ def run(
             usd[i], dist[i] = new_usd, new_dist
             if hinted and (event >= moves or new_usd == 0):
                 for tr in hinted:
-                    tr.scheduler.note_traded(names[i], now_ms, abs(new_usd - old_usd))  # type: ignore[attr-defined]
+                    tr.scheduler.note_traded(names[i], now_ms, abs(new_usd - old_usd))
         # Every scheduler polls its share of this second.
         allowed = events_in_second(second, polls_per_s)
         for tr, fail_rng in zip(trackers, fail_rngs, strict=True):

@@ -107,7 +107,7 @@ class PositionPoller:
             if address in self.skip:
                 continue
             self.scheduler.add(address)
-            self.scheduler.note_traded(address, now, float(notional))
+            self.scheduler.note_traded(address, now, float(notional))  # ranks a new one too
 
     async def run(self) -> None:
         """A batch a second (the budget's lane paces it further), as the collector's job."""
@@ -382,7 +382,7 @@ class LiveFeed:
             self.bus.publish("alert", alert.coin, alert.time_ms, alert)
 
     def _gap(self, gap: Gap) -> None:
-        self.book.note_gap(gap.coin, gap.after_ms, gap.before_ms)
+        self.scheduler.note_estimated(self.book.note_gap(gap.coin, gap.after_ms, gap.before_ms))
         self.bus.publish("gap", gap.coin, gap.before_ms, gap)
 
     async def _confirm(self) -> None:

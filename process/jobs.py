@@ -266,7 +266,8 @@ class PositionsJob:
 
     def note_gap(self, coin: str, after_ms: int, before_ms: int) -> None:
         """Trades of `coin` in (after_ms, before_ms] may be missing: the book's accounts hold
-        estimates of it until their next poll, and those holding it are polled first."""
+        estimates of it until their next poll, and those holding it weigh `ESTIMATED_BOOST`
+        times more until then (`note_estimated`)."""
         if self.book is not None:
             self.scheduler.note_estimated(self.book.note_gap(coin, after_ms, before_ms))
 
@@ -287,6 +288,12 @@ class PositionsJob:
             await asyncio.gather(*(self._poll(a) for a in addresses))
 
     async def _poll(self, address: str) -> None:
+        try:
+            await self._poll_once(address)
+        finally:  # whatever failed on the way, the address is not left in flight for good
+            self.scheduler.release(address)
+
+    async def _poll_once(self, address: str) -> None:
         if self.book is not None:
             self.book.polling(address)
         try:
@@ -295,15 +302,19 @@ class PositionsJob:
             if self.book is not None:
                 self.book.poll_failed(address)
             self.failures += 1
-            self.registry.record_failure(address, now_ms())
-            self.scheduler.reschedule(address)
+            if address in self.registry:  # not expired meanwhile
+                self.registry.record_failure(address, now_ms())
+                self.scheduler.reschedule(address)
             log.debug("positions of %s not read: %s", address, exc)
             return
         except BaseException:
-            self.scheduler.release(address)
             if self.book is not None:
                 self.book.poll_failed(address)
             raise
+        if address not in self.registry:  # expired while its poll was on its way
+            if self.book is not None:
+                self.book.poll_failed(address)
+            return
         polled = now_ms()
         if self.book is not None:
             self.book.reconcile(address, state, polled)

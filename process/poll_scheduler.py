@@ -69,6 +69,7 @@ class Scheduler:
 
     def __init__(self, states: dict[str, AddressState] | None = None) -> None:
         self._entries: dict[str, AddressState] = {} if states is None else states
+        self._shared = states is not None
         self._new: list[tuple[float, int, str]] = []  # (-notional traded, token, address)
         self._new_stale = 0  # items of `_new` superseded by a later one of the same address
         self._backoff: list[tuple[int, int, str]] = []
@@ -121,9 +122,9 @@ class Scheduler:
         return True
 
     def discard(self, address: str) -> bool:
-        """Forget `address` (expired; with shared states, the registry removes it and its queue
-        items go stale by themselves). False if unknown."""
-        state = self._entries.pop(address, None)
+        """Stop scheduling `address` (expired). Shared states stay the registry's to remove;
+        its queue items go stale. False if unknown."""
+        state = self._entries.get(address) if self._shared else self._entries.pop(address, None)
         if state is None:
             return False
         state.queue = _OFF
@@ -178,8 +179,7 @@ class Scheduler:
         if state is None or notional_usd <= state.traded_usd:
             return
         state.traded_usd = notional_usd
-        if state.queue == _NEW:  # moves up: its older item goes stale
-            self._new_stale += 1
+        if state.queue == _NEW:  # moves up
             self._enqueue(state.address, state)
             if self._new_stale > len(self._new) // 2 + 1024:
                 self._compact_new()
@@ -222,6 +222,8 @@ class Scheduler:
         return self._tokens
 
     def _enqueue(self, address: str, state: AddressState) -> None:
+        if state.queue == _NEW:
+            self._new_stale += 1  # its item in `_new` is superseded
         state.token = self._token()
         if state.last_poll_ms is None:
             state.queue = _NEW
@@ -380,7 +382,7 @@ class PollScheduler(Scheduler):
             state = self._entries.get(address)
             if state is not None:
                 state.boost = boost if address in wanted else 1.0
-                self._reweighed(address, state)
+                self._reweighed(state.address, state)
         self._watched = wanted
 
     def _push(self, address: str, state: AddressState) -> None:

@@ -303,8 +303,8 @@ class AddressRegistry:
     def expire_addresses(
         self, now_ms: int, inactive_ms: int = INACTIVE_MS, keep: frozenset[str] = frozenset()
     ) -> list[str]:
-        """Like `expire`, returning the addresses dropped (to remove them from the scheduler);
-        those in `keep` (watched) stay."""
+        """Like `expire`, returning the addresses dropped (the scheduler sharing the states
+        finds them gone; the book and equity forget them); those in `keep` (watched) stay."""
         cutoff = now_ms - inactive_ms
         gone = [
             state.address
@@ -330,14 +330,19 @@ class AddressRegistry:
         self._last_flush = time.monotonic()
         if not self._dirty:
             return 0
-        states = [self._states[address] for address in self._dirty]
+        dirty = self._dirty
+        states = [self._states[address] for address in dirty if address in self._states]
         rows = [state._row() for state in states]
+        self._dirty = set()
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany(_UPSERT, rows)
+        except BaseException:
+            self._dirty |= dirty  # written at the next flush
+            raise
         for state in states:
             state.saved_trade_ms = state.last_trade_ms
-        self._dirty.clear()
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.executemany(_UPSERT, rows)
         return len(rows)
 
     def close(self) -> None:

@@ -218,6 +218,8 @@ def test_one_state_per_address_serves_the_registry_and_the_scheduler(tmp_path: P
     assert a.typical_usd == decayed_peak(1e6, T + 1000, 0.0, T + 1000 + DAY) == 500_000.0
     assert scheduler.next_batch(T + 30_999, 5) == [A]  # B waits out its 30 s backoff
     assert scheduler.next_batch(T + 31_000, 5) == [B]
+    assert scheduler.discard(B) and B in registry  # the registry's to remove, not the scheduler's
+    assert registry.flush() == 2
     registry.close()
 
     reopened = AddressRegistry(path)

@@ -513,8 +513,8 @@ class PositionBook:
     def note_gap(self, coin: str, after_ms: int, before_ms: int) -> list[str]:
         """Trades of `coin` in (after_ms, before_ms] may be missing: every account polled before
         `before_ms` holds an estimate of `coin` until its next poll. Returns the addresses of
-        those holding a `coin` position (the known sizes a missing fill may have moved: polled
-        first, `PollScheduler.note_estimated`)."""
+        those holding a `coin` position (the known sizes a missing fill may have moved, which the
+        poll scheduler weighs more: `PollScheduler.note_estimated`)."""
         holders: list[str] = []
         for address, account in self.accounts.items():
             if account.snapshot_ms < before_ms:

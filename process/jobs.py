@@ -290,8 +290,10 @@ class PositionsJob:
     async def _poll(self, address: str) -> None:
         try:
             await self._poll_once(address)
-        finally:  # whatever failed on the way, the address is not left in flight for good
-            self.scheduler.release(address)
+        finally:  # whatever failed on the way, nothing is left waiting for this poll (both
+            self.scheduler.release(address)  # are no-ops after a recorded poll or failure)
+            if self.book is not None:
+                self.book.poll_failed(address)
 
     async def _poll_once(self, address: str) -> None:
         if self.book is not None:
@@ -299,21 +301,13 @@ class PositionsJob:
         try:
             state = await self.source.clearinghouse_state(address)
         except HyperfluxError as exc:
-            if self.book is not None:
-                self.book.poll_failed(address)
             self.failures += 1
             if address in self.registry:  # not expired meanwhile
                 self.registry.record_failure(address, now_ms())
                 self.scheduler.reschedule(address)
             log.debug("positions of %s not read: %s", address, exc)
             return
-        except BaseException:
-            if self.book is not None:
-                self.book.poll_failed(address)
-            raise
         if address not in self.registry:  # expired while its poll was on its way
-            if self.book is not None:
-                self.book.poll_failed(address)
             return
         polled = now_ms()
         if self.book is not None:

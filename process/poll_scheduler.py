@@ -68,7 +68,7 @@ class Scheduler:
     its token is the state's)."""
 
     def __init__(self, states: dict[str, AddressState] | None = None) -> None:
-        self._entries: dict[str, AddressState] = {} if states is None else states
+        self._states: dict[str, AddressState] = {} if states is None else states
         self._shared = states is not None
         self._new: list[tuple[float, int, str]] = []  # (-notional traded, token, address)
         self._new_stale = 0  # items of `_new` superseded by a later one of the same address
@@ -76,15 +76,15 @@ class Scheduler:
         self._tokens = 0
 
     def __len__(self) -> int:
-        return sum(state.queue != _OFF for state in self._entries.values())
+        return sum(state.queue != _OFF for state in self._states.values())
 
     @property
     def states(self) -> dict[str, AddressState]:
         """Address -> state, scheduled or not (the registry's map when shared)."""
-        return self._entries
+        return self._states
 
     def __contains__(self, address: object) -> bool:
-        state = self._entries.get(address)  # type: ignore[call-overload]
+        state = self._states.get(address)  # type: ignore[call-overload]
         return state is not None and state.queue != _OFF
 
     @property
@@ -105,9 +105,9 @@ class Scheduler:
         """Start scheduling `address` (False if it is already). An address whose state exists
         (the registry's) is scheduled by it; for a new one the keywords are its state (a
         restart, in benches)."""
-        state = self._entries.get(address)
+        state = self._states.get(address)
         if state is None:
-            state = self._entries[address] = AddressState(
+            state = self._states[address] = AddressState(
                 address,
                 0,
                 last_poll_ms=last_polled_ms,
@@ -118,13 +118,13 @@ class Scheduler:
             )
         elif state.queue != _OFF:
             return False
-        self._place(state.address, state)
+        self._place(state)
         return True
 
     def discard(self, address: str) -> bool:
         """Stop scheduling `address` (expired). Shared states stay the registry's to remove;
         its queue items go stale. False if unknown."""
-        state = self._entries.get(address) if self._shared else self._entries.pop(address, None)
+        state = self._states.get(address) if self._shared else self._states.pop(address, None)
         if state is None:
             return False
         state.queue = _OFF
@@ -139,17 +139,17 @@ class Scheduler:
     ) -> None:
         """A poll succeeded (recorded here: without a registry): failures cleared, weight
         updated, next poll scheduled."""
-        state = self._entries.get(address)
+        state = self._states.get(address)
         if state is None:
             self.add(address)
-            state = self._entries[address]
+            state = self._states[address]
         state.polled(now_ms, notional_usd, min_liq_distance)
         self.reschedule(address)
 
     def note_failed(self, address: str, now_ms: int, retry_at_ms: int | None = None) -> None:
         """A poll failed (recorded here: without a registry): wait until `retry_at_ms`
         (default: the state's exponential backoff from now)."""
-        state = self._entries.get(address)
+        state = self._states.get(address)
         if state is None:
             return
         state.failed(now_ms, retry_at_ms)
@@ -158,15 +158,15 @@ class Scheduler:
     def reschedule(self, address: str) -> None:
         """The address's state recorded a poll or a failure: its next poll goes where the state
         says (after its backoff, or by its new weight)."""
-        state = self._entries.get(address)
+        state = self._states.get(address)
         if state is not None:
-            self._place(state.address, state)
+            self._place(state)
 
     def release(self, address: str) -> None:
         """An address from `next_batch` that will not be polled after all: back in its place."""
-        state = self._entries.get(address)
+        state = self._states.get(address)
         if state is not None and state.queue == _FLIGHT:
-            self._enqueue(state.address, state)
+            self._enqueue(state)
 
     def note_traded(self, address: str, now_ms: int, notional_usd: float) -> None:
         """The trade stream saw `address` trade `notional_usd`: its position changed.
@@ -175,77 +175,77 @@ class Scheduler:
         never-polled address waits for its first poll ranked by it. An address not scheduled
         (yet) keeps the figure for when it is.
         """
-        state = self._entries.get(address)
+        state = self._states.get(address)
         if state is None or notional_usd <= state.traded_usd:
             return
         state.traded_usd = notional_usd
         if state.queue == _NEW:  # moves up
-            self._enqueue(state.address, state)
+            self._enqueue(state)
             if self._new_stale > len(self._new) // 2 + 1024:
                 self._compact_new()
         elif state.queue != _OFF and state.last_poll_ms is not None:
-            self._reweighed(state.address, state)
+            self._reweighed(state)
 
     def note_estimated(self, addresses: Iterable[str]) -> None:
         """A recorded gap may have moved these accounts' positions: each weighs
         `ESTIMATED_BOOST` times more until its next poll."""
         for address in addresses:
-            state = self._entries.get(address)
+            state = self._states.get(address)
             if state is not None and not state.estimated:
                 state.estimated = True
                 if state.queue != _OFF and state.last_poll_ms is not None:
-                    self._reweighed(state.address, state)
+                    self._reweighed(state)
 
-    def _reweighed(self, address: str, state: AddressState) -> None:
+    def _reweighed(self, state: AddressState) -> None:
         """The state's weight inputs changed: a queued item moves if its class did."""
         weight_class = state.weight_class
         self._describe(state)
         if state.weight_class != weight_class and state.queue == _QUEUED:
             state.token = self._token()
-            self._push(address, state)
+            self._push(state)
 
     def _describe(self, state: AddressState) -> None:
         raise NotImplementedError
 
-    def _push(self, address: str, state: AddressState) -> None:
+    def _push(self, state: AddressState) -> None:
         raise NotImplementedError
 
-    def _place(self, address: str, state: AddressState) -> None:
+    def _place(self, state: AddressState) -> None:
         self._describe(state)
         if state.next_allowed_ms > 0:
-            self._back_off(address, state, state.next_allowed_ms)
+            self._back_off(state, state.next_allowed_ms)
         else:
-            self._enqueue(address, state)
+            self._enqueue(state)
 
     def _token(self) -> int:
         self._tokens += 1
         return self._tokens
 
-    def _enqueue(self, address: str, state: AddressState) -> None:
+    def _enqueue(self, state: AddressState) -> None:
         if state.queue == _NEW:
             self._new_stale += 1  # its item in `_new` is superseded
         state.token = self._token()
         if state.last_poll_ms is None:
             state.queue = _NEW
-            heapq.heappush(self._new, (-state.traded_usd, state.token, address))
+            heapq.heappush(self._new, (-state.traded_usd, state.token, state.address))
         else:
             state.queue = _QUEUED
-            self._push(address, state)
+            self._push(state)
 
-    def _back_off(self, address: str, state: AddressState, retry_at_ms: int) -> None:
+    def _back_off(self, state: AddressState, retry_at_ms: int) -> None:
         state.queue, state.token = _BACKOFF, self._token()
-        heapq.heappush(self._backoff, (retry_at_ms, state.token, address))
+        heapq.heappush(self._backoff, (retry_at_ms, state.token, state.address))
 
     def _release_backoff(self, now_ms: int) -> None:
-        backoff, entries = self._backoff, self._entries
+        backoff, entries = self._backoff, self._states
         while backoff and backoff[0][0] <= now_ms:
             _, token, address = heapq.heappop(backoff)
             state = entries.get(address)
             if state is not None and state.token == token and state.queue == _BACKOFF:
-                self._enqueue(address, state)
+                self._enqueue(state)
 
     def _take_new(self, out: list[str], n: int) -> None:
-        new, entries = self._new, self._entries
+        new, entries = self._new, self._states
         while new and len(out) < n:
             _, token, address = heapq.heappop(new)
             state = entries.get(address)
@@ -258,7 +258,7 @@ class Scheduler:
     def _compact_new(self) -> None:
         """Drop the stale items of the discovery heap (a never-polled address moves up each
         time its traded notional grows): it stays within about twice the live ones."""
-        entries = self._entries
+        entries = self._states
         self._new = [
             item
             for item in self._new
@@ -324,13 +324,13 @@ class PollScheduler(Scheduler):
         self._take_new(out, n)
         if len(out) < n:
             self._take_largest(out, n, now_ms)
-        if self._items > 2 * len(self._entries) + 1024:
+        if self._items > 2 * len(self._states) + 1024:
             self._compact()
         return out
 
     def _take_largest(self, out: list[str], n: int, now_ms: int) -> None:
         """Pop the largest indexes: a merge of the class heaps' heads (the oldest of each)."""
-        entries, classes = self._entries, self._classes
+        entries, classes = self._states, self._classes
         heads: list[tuple[float, float, int, int]] = []
         for tier, heap in classes.items():
             if self._head(heap):
@@ -354,7 +354,7 @@ class PollScheduler(Scheduler):
 
     def _head(self, heap: list[tuple[float, int, str]]) -> bool:
         """Drop stale items from the top of `heap`; True if a live one is left there."""
-        entries = self._entries
+        entries = self._states
         while heap:
             _, token, address = heap[0]
             state = entries.get(address)
@@ -379,21 +379,21 @@ class PollScheduler(Scheduler):
         for address in wanted - self._watched:
             self.add(address)
         for address in wanted | self._watched:
-            state = self._entries.get(address)
+            state = self._states.get(address)
             if state is not None:
                 state.boost = boost if address in wanted else 1.0
-                self._reweighed(state.address, state)
+                self._reweighed(state)
         self._watched = wanted
 
-    def _push(self, address: str, state: AddressState) -> None:
+    def _push(self, state: AddressState) -> None:
         heap = self._classes.get(state.weight_class)
         if heap is None:
             heap = self._classes[state.weight_class] = []
-        heapq.heappush(heap, (float(state.last_poll_ms or 0), state.token, address))
+        heapq.heappush(heap, (float(state.last_poll_ms or 0), state.token, state.address))
         self._items += 1
 
     def _compact(self) -> None:
-        entries, classes = self._entries, self._classes
+        entries, classes = self._states, self._classes
         for tier in list(classes):
             heap = [
                 item
@@ -446,7 +446,7 @@ class FixedTierScheduler(Scheduler):
         self._release_backoff(now_ms)
         out: list[str] = []
         self._take_new(out, n)
-        heaps, entries, relative = self._heaps, self._entries, self.overdue == "relative"
+        heaps, entries, relative = self._heaps, self._states, self.overdue == "relative"
         while len(out) < n:
             best, best_score = -1, -math.inf
             for index, heap in enumerate(heaps):
@@ -470,11 +470,11 @@ class FixedTierScheduler(Scheduler):
         state.weight_class = self.tier(state.notional_usd)
 
     def _valid(self, item: tuple[float, int, str]) -> bool:
-        state = self._entries.get(item[2])
+        state = self._states.get(item[2])
         return state is not None and state.token == item[1] and state.queue == _QUEUED
 
-    def _push(self, address: str, state: AddressState) -> None:
+    def _push(self, state: AddressState) -> None:
         heapq.heappush(
             self._heaps[state.weight_class],
-            (float(state.last_poll_ms or 0), state.token, address),
+            (float(state.last_poll_ms or 0), state.token, state.address),
         )
